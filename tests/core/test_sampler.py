@@ -1,0 +1,234 @@
+"""The sampler against a small scripted distribution: layout, trials, recurrent state, seeds, faults."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from metarl.errors import EnvError, WorkerLost
+from metarl.sampler import Sampler
+from metarl.types import BatchedEnv, Policy, StepInputs, Task, TaskDistribution
+
+H = 5
+
+
+class ScriptedBatchedEnv(BatchedEnv):
+    """obs = [task value, step, noise]; reward = task value; terminates at step ``stop`` (task
+    param, 0 = never) else truncated at H. ``noise`` comes from a per-slot generator seeded at reset."""
+
+    def __init__(self, tasks, *, nan_at=None, lose_worker_at=None):
+        self.num_slots = len(tasks)
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.nan_at = nan_at
+        self.lose_worker_at = lose_worker_at
+        self.total_steps = 0
+        self.set_tasks(tasks)
+        self.rngs = [np.random.default_rng(0) for _ in tasks]
+        self.steps = np.zeros(self.num_slots, dtype=np.int64)
+        self.noise = np.zeros(self.num_slots)
+
+    def set_tasks(self, tasks):
+        self.values = np.array([t["value"] for t in tasks], dtype=np.float64)
+        self.stops = np.array([t["stop"] for t in tasks], dtype=np.int64)
+
+    def _obs(self):
+        return np.stack([self.values, self.steps.astype(np.float64), self.noise], axis=1)
+
+    def reset(self, *, seed=None, mask=None):
+        mask = np.ones(self.num_slots, bool) if mask is None else mask
+        for i in np.flatnonzero(mask):
+            if seed is not None:
+                self.rngs[i] = np.random.default_rng(seed[i])
+            self.noise[i] = self.rngs[i].random()
+        self.steps[mask] = 0
+        return self._obs(), {}
+
+    def step(self, actions):
+        assert actions.shape == (self.num_slots, 1)
+        assert np.all(np.abs(actions) <= 1.0)  # the sampler clips to the action space
+        self.total_steps += 1
+        if self.lose_worker_at is not None and self.total_steps == self.lose_worker_at:
+            raise WorkerLost("worker 0 died (SIGKILL)", slots=[0])
+        self.steps += 1
+        terminated = (self.stops > 0) & (self.steps == self.stops)
+        truncated = ~terminated & (self.steps >= H)
+        reward = self.values.copy()
+        if self.nan_at is not None and self.total_steps == self.nan_at:
+            reward[1] = np.nan
+        return self._obs(), reward, terminated, truncated, {}
+
+
+class ScriptedDist(TaskDistribution):
+    name = "scripted"
+    preset = "default"
+    max_episode_steps = H
+    episodes_per_trial = 1
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, **env_kwargs):
+        self.env_kwargs = env_kwargs
+        self.made = 0
+
+    def sample(self, n, *, split="train", rng):
+        return [Task.make("scripted", "default", split, i, value=float(i + 1), stop=int(i % 3) + 1 if i % 2 else 0) for i in range(n)]
+
+    def make_env(self, task, **kwargs):
+        raise NotImplementedError("the scripted distribution only has a batched env")
+
+    def make_batched(self, tasks, **kwargs):
+        self.made += 1
+        return ScriptedBatchedEnv(list(tasks), **{**self.env_kwargs, **kwargs})
+
+
+class CountingPolicy(Policy):
+    """State = number of steps since trial start; emits it as an extra, and an out-of-range action."""
+
+    def initial_state(self, task_index):
+        self.last_task_index = task_index.clone()
+        return torch.zeros(task_index.shape[0])
+
+    def act(self, inputs: StepInputs, state):
+        action = torch.full((state.shape[0], 1), 3.0)
+        extras = {
+            "count": state.clone(),
+            "prev_reward": inputs.prev_reward.clone(),
+            "prev_done": inputs.prev_done.clone(),
+            "prev_action": inputs.prev_action[:, 0].clone(),
+        }
+        return action, state + 1, extras
+
+
+def collect(dist, *, seed=0, tasks=4, episodes=6, per_trial=3, max_slots=None):
+    sampler = Sampler(dist, seed=seed, max_slots=max_slots)
+    task_list = dist.sample(tasks, rng=np.random.default_rng(0))
+    return sampler, sampler.collect(CountingPolicy(), task_list, episodes_per_task=episodes, episodes_per_trial=per_trial)
+
+
+def test_layout_and_exact_episode_counts():
+    _, batch = collect(ScriptedDist())
+    assert batch.num_slots == 4 * 2
+    assert batch.task_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert batch.trial_index.tolist() == [0, 1] * 4
+    returns = batch.episode_returns()
+    assert returns.shape == (8, 3)  # every slot ran exactly 3 episodes
+    ends = (batch.dones & batch.mask).sum(0)
+    assert ends.tolist() == [3] * 8
+    assert (batch.trial_done.sum(0) == 1).all()
+    # trial_done sits on the last valid step of each slot.
+    last = batch.mask.long().cumsum(0).argmax(0)
+    assert batch.trial_done[last, torch.arange(8)].all()
+    # Episode lengths follow the task: task 1 stops at step 2, others run to H.
+    lengths = (batch.mask & (batch.episode_index == 0)).sum(0)
+    assert lengths.tolist() == [H, H, 2, 2, H, H, 1, 1]
+    assert torch.equal(batch.terminated.any(0), torch.tensor([False, False, True, True, False, False, True, True]))
+    assert not (batch.terminated & batch.truncated).any()
+
+
+def test_task_fixed_within_trial_and_reset_inside_trial():
+    _, batch = collect(ScriptedDist())
+    values = batch.observations[..., 0]
+    expected = (batch.task_index + 1).float().expand_as(values)
+    assert torch.equal(values[batch.mask], expected[batch.mask])
+    # obs step counter restarts at every episode start inside the trial
+    assert torch.equal(batch.observations[..., 1][batch.mask], batch.step_in_episode[batch.mask].float())
+    # next_observations of an ending step is the final obs, not the reset obs
+    ends = batch.dones & batch.mask
+    assert torch.equal(batch.next_observations[..., 1][ends], batch.step_in_episode[ends].float() + 1)
+
+
+@pytest.mark.parametrize("max_slots", [None, 2, 3])
+def test_recurrent_state_resets_only_at_trial_boundaries(max_slots):
+    _, batch = collect(ScriptedDist(), max_slots=max_slots)
+    count = batch.extras["count"]
+    t = torch.arange(batch.num_steps).unsqueeze(1).expand_as(count).float()
+    # the counting state equals the time index within the trial for every valid step: it was never
+    # reset at an inner episode boundary, and it started from zero for every trial (and wave).
+    assert torch.equal(count[batch.mask], t[batch.mask])
+
+
+def test_rl2_inputs_previous_reward_done_and_clipped_action():
+    _, batch = collect(ScriptedDist())
+    m = batch.mask
+    prev_r = torch.zeros_like(batch.rewards)
+    prev_r[1:] = batch.rewards[:-1]
+    prev_d = torch.zeros_like(batch.rewards)
+    prev_d[1:] = batch.dones[:-1].float()
+    assert torch.equal(batch.extras["prev_reward"][m], prev_r[m])
+    assert torch.equal(batch.extras["prev_done"][m], prev_d[m])
+    # raw action 3.0 is stored, and fed back as previous action; the env saw it clipped to 1.
+    assert torch.all(batch.actions[m] == 3.0)
+    assert torch.all(batch.extras["prev_action"][1:][m[1:]] == 3.0)
+    assert torch.all(batch.extras["prev_action"][0] == 0.0)
+
+
+def test_same_seed_same_batch_and_different_seed_differs():
+    _, a = collect(ScriptedDist(), seed=7)
+    _, b = collect(ScriptedDist(), seed=7)
+    _, c = collect(ScriptedDist(), seed=8)
+    for name in ("observations", "next_observations", "actions", "rewards", "terminated", "truncated", "mask"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.observations, c.observations)
+
+
+def test_global_rng_does_not_matter():
+    np.random.seed(1)
+    torch.manual_seed(1)
+    _, a = collect(ScriptedDist(), seed=3)
+    np.random.seed(2)
+    torch.manual_seed(2)
+    _, b = collect(ScriptedDist(), seed=3)
+    assert torch.equal(a.observations, b.observations)
+
+
+def test_env_is_reused_across_collections_and_counts_steps():
+    dist = ScriptedDist()
+    sampler, batch = collect(dist)
+    tasks = dist.sample(4, rng=np.random.default_rng(1))
+    sampler.collect(CountingPolicy(), tasks, episodes_per_task=6, episodes_per_trial=3)
+    assert dist.made == 1
+    assert sampler.total_env_steps == 2 * int(batch.mask.sum())
+    stats = sampler.pop_stats()
+    assert stats["time/env_steps_per_s"] > 0 and stats["faults/worker_restarts"] == 0
+    assert sampler.pop_stats()["time/sample_s"] == 0.0
+
+
+def test_nan_from_env_names_task_and_seed():
+    with pytest.raises(EnvError, match=r"non-finite reward in slot 1 \(task scripted.*reset seed \d+"):
+        collect(ScriptedDist(nan_at=2))
+
+
+def test_lost_worker_discards_partial_trials_and_recollects():
+    sampler, batch = collect(ScriptedDist(lose_worker_at=4))
+    _, clean = collect(ScriptedDist())
+    assert sampler.stats["faults/worker_restarts"] == 1
+    # full requested trials, none partial or duplicated
+    assert batch.episode_returns().shape == clean.episode_returns().shape
+    assert ((batch.dones & batch.mask).sum(0) == 3).all()
+    assert torch.equal(batch.mask.sum(0), clean.mask.sum(0))
+
+
+def test_bad_arguments():
+    dist = ScriptedDist()
+    sampler = Sampler(dist, seed=0)
+    tasks = dist.sample(2, rng=np.random.default_rng(0))
+    with pytest.raises(EnvError, match="episodes_per_task=5 is not a multiple of episodes_per_trial=2"):
+        sampler.collect(CountingPolicy(), tasks, episodes_per_task=5, episodes_per_trial=2)
+    with pytest.raises(EnvError, match="episodes_per_task must be a positive integer, got 0"):
+        sampler.collect(CountingPolicy(), tasks, episodes_per_task=0)
+    with pytest.raises(EnvError, match="at least one task"):
+        sampler.collect(CountingPolicy(), [], episodes_per_task=1)
+    with pytest.raises(EnvError, match="max_slots"):
+        Sampler(dist, seed=0, max_slots=0)
+
+
+def test_batch_to_and_select_slots():
+    _, batch = collect(ScriptedDist())
+    sub = batch.select_slots(torch.tensor([2, 3]))
+    assert sub.num_slots == 2 and sub.task_index.tolist() == [1, 1]
+    assert torch.equal(sub.rewards, batch.rewards[:, 2:4])
+    moved = batch.to("cpu")
+    assert torch.equal(moved.extras["count"], batch.extras["count"])
