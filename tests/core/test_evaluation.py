@@ -10,7 +10,14 @@ import scipy.stats
 import torch
 from scripted_env import H, ScriptedDist
 
-from metarl.evaluation import EvalReport, bootstrap_ci, evaluate, load_eval, plot_adaptation, write_eval
+from metarl.evaluation import (
+    EvalReport,
+    bootstrap_ci,
+    evaluate,
+    load_eval,
+    plot_adaptation,
+    write_eval,
+)
 from metarl.sampler import Sampler
 from metarl.types import Agent, Policy
 

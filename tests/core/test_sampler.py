@@ -11,6 +11,7 @@ from metarl.errors import EnvError
 from metarl.sampler import Sampler
 from metarl.types import Policy, StepInputs
 
+
 class CountingPolicy(Policy):
     """State = number of steps since trial start; emits it as an extra, and an out-of-range action."""
 
