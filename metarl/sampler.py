@@ -243,6 +243,7 @@ class Sampler:
         buf_mask = np.zeros((horizon, num), dtype=bool)
         buf_success = np.zeros((horizon, num), dtype=bool) if env.has_success else None
         extras: dict[str, torch.Tensor] = {}
+        buffers = (buf_obs, buf_next, buf_act, buf_rew, buf_term, buf_trunc, buf_episode, buf_step, buf_mask, buf_success)
 
         t0 = time.perf_counter()
         obs, _ = env.reset(seed=[int(s) for s in seeds])
@@ -286,26 +287,34 @@ class Sampler:
             self._check_finite(next_obs, "observation", slot_tasks, seeds)
             self._check_finite(reward, "reward", slot_tasks, seeds)
 
-            rows, cols = cursor[active], slots[active]
-            buf_obs[rows, cols] = obs[active]
-            buf_next[rows, cols] = next_obs[active]
-            buf_act[rows, cols] = action_np[active]
-            buf_rew[rows, cols] = reward[active]
-            buf_term[rows, cols] = terminated[active]
-            buf_trunc[rows, cols] = truncated[active]
-            buf_episode[rows, cols] = episode[active]
-            buf_step[rows, cols] = step_in_episode[active]
-            buf_mask[rows, cols] = True
-            if buf_success is not None:
-                buf_success[rows, cols] = np.asarray(info["success"], dtype=bool)[active]
-            if step_extras:
-                active_t = torch.as_tensor(active, device=device)
-                rows_t = torch.as_tensor(rows, device=device)
-                cols_t = torch.as_tensor(cols, device=device)
+            if active.all() and (cursor == cursor[0]).all():
+                # Fast path: every slot is at the same time index (no episode ended early).
+                self._write_row(buffers, int(cursor[0]), obs, next_obs, action_np, reward, terminated, truncated, episode, step_in_episode, info)
                 for key, value in step_extras.items():
                     if key not in extras:
                         extras[key] = torch.zeros((horizon, num, *value.shape[1:]), dtype=value.dtype, device=device)
-                    extras[key][rows_t, cols_t] = value.detach()[active_t]
+                    extras[key][int(cursor[0])] = value.detach()
+            else:
+                rows, cols = cursor[active], slots[active]
+                buf_obs[rows, cols] = obs[active]
+                buf_next[rows, cols] = next_obs[active]
+                buf_act[rows, cols] = action_np[active]
+                buf_rew[rows, cols] = reward[active]
+                buf_term[rows, cols] = terminated[active]
+                buf_trunc[rows, cols] = truncated[active]
+                buf_episode[rows, cols] = episode[active]
+                buf_step[rows, cols] = step_in_episode[active]
+                buf_mask[rows, cols] = True
+                if buf_success is not None:
+                    buf_success[rows, cols] = np.asarray(info["success"], dtype=bool)[active]
+                if step_extras:
+                    active_t = torch.as_tensor(active, device=device)
+                    rows_t = torch.as_tensor(rows, device=device)
+                    cols_t = torch.as_tensor(cols, device=device)
+                    for key, value in step_extras.items():
+                        if key not in extras:
+                            extras[key] = torch.zeros((horizon, num, *value.shape[1:]), dtype=value.dtype, device=device)
+                        extras[key][rows_t, cols_t] = value.detach()[active_t]
             stats.env_steps += int(active.sum())
 
             ended = (terminated | truncated) & active
@@ -389,6 +398,21 @@ class Sampler:
         )
         assert batch.num_slots == num_slots
         return batch
+
+    @staticmethod
+    def _write_row(buffers: tuple, t: int, obs, next_obs, action, reward, terminated, truncated, episode, step, info) -> None:
+        b_obs, b_next, b_act, b_rew, b_term, b_trunc, b_episode, b_step, b_mask, b_success = buffers
+        b_obs[t] = obs
+        b_next[t] = next_obs
+        b_act[t] = action
+        b_rew[t] = reward
+        b_term[t] = terminated
+        b_trunc[t] = truncated
+        b_episode[t] = episode
+        b_step[t] = step
+        b_mask[t] = True
+        if b_success is not None:
+            b_success[t] = np.asarray(info["success"], dtype=bool)
 
     @staticmethod
     def _check_finite(values: np.ndarray, what: str, slot_tasks: list[Task], seeds: np.ndarray) -> None:
