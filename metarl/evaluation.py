@@ -73,8 +73,10 @@ class EvalReport:
 
     Attributes:
         tasks: the evaluated tasks.
-        returns: ``[num_tasks, rounds, episodes_per_round]`` undiscounted episode returns.
-        successes: same shape, bool, or ``None`` when the env defines no success.
+        returns: ``[num_tasks, rounds, max quota]`` undiscounted episode returns; NaN pads
+            rounds with fewer episodes than the widest one.
+        successes: same shape, 1.0/0.0 (NaN padded), or ``None`` when the env defines no
+            success.
         adaptation: ``"gradient"`` or ``"trial"`` (what a round means).
     """
 
@@ -88,14 +90,15 @@ class EvalReport:
         return int(self.returns.shape[1])
 
     @property
-    def episodes_per_round(self) -> int:
-        return int(self.returns.shape[2])
+    def episodes_per_round(self) -> list[int]:
+        """Episodes per task in each round."""
+        return [int(np.isfinite(self.returns[0, k]).sum()) for k in range(self.num_rounds)]
 
     def rounds(self) -> list[dict[str, Any]]:
         """One summary per round: mean return and success over tasks, with 95% intervals."""
         out = []
         for k in range(self.num_rounds):
-            per_task = self.returns[:, k].mean(axis=1)
+            per_task = np.nanmean(self.returns[:, k], axis=1)
             row: dict[str, Any] = {
                 "round": k,
                 "return_mean": float(per_task.mean()),
@@ -104,7 +107,7 @@ class EvalReport:
                 "success_ci95": None,
             }
             if self.successes is not None:
-                rate = self.successes[:, k].mean(axis=1)
+                rate = np.nanmean(self.successes[:, k], axis=1)
                 row["success_rate"] = float(rate.mean())
                 row["success_ci95"] = list(bootstrap_ci(rate, seed=1000 + k))
             out.append(row)
@@ -114,9 +117,9 @@ class EvalReport:
         """``{prefix}/return_round_k`` (and ``success_round_k``) for logging."""
         out: dict[str, float] = {}
         for k in range(self.num_rounds):
-            out[f"{prefix}/return_round_{k}"] = float(self.returns[:, k].mean())
+            out[f"{prefix}/return_round_{k}"] = float(np.nanmean(self.returns[:, k]))
             if self.successes is not None:
-                out[f"{prefix}/success_round_{k}"] = float(self.successes[:, k].mean())
+                out[f"{prefix}/success_round_{k}"] = float(np.nanmean(self.successes[:, k]))
         return out
 
     def to_dict(self, *, run: str, agent: str, env: str, preset: str, split: str, seed: int) -> dict[str, Any]:
@@ -129,15 +132,17 @@ class EvalReport:
             "preset": preset,
             "split": split,
             "num_tasks": len(self.tasks),
-            "episodes_per_round": self.episodes_per_round,
+            "episodes_per_round": quotas[0] if len(set(quotas := self.episodes_per_round)) == 1 else quotas,
             "seed": seed,
             "adaptation": self.adaptation,
             "rounds": self.rounds(),
             "per_task": [
                 {
                     "task": str(task),
-                    "returns": self.returns[i].tolist(),
-                    "successes": None if self.successes is None else self.successes[i].astype(bool).tolist(),
+                    "returns": [row[np.isfinite(row)].tolist() for row in self.returns[i]],
+                    "successes": None
+                    if self.successes is None
+                    else [row[np.isfinite(row)].astype(bool).tolist() for row in self.successes[i]],
                 }
                 for i, task in enumerate(self.tasks)
             ],
@@ -173,7 +178,7 @@ def evaluate(
     tasks: Sequence[Task],
     *,
     rounds: int,
-    episodes_per_round: int,
+    episodes_per_round: int | Sequence[int],
     deterministic: bool = False,
 ) -> EvalReport:
     """Measure few-episode adaptation of ``agent`` on ``tasks`` (see the module docstring).
@@ -184,47 +189,75 @@ def evaluate(
         tasks: held-out tasks.
         rounds: number of rounds (gradient agents: 0 … rounds−1 inner steps; trial agents:
             episodes per trial).
-        episodes_per_round: episodes per task per round.
+        episodes_per_round: episodes per task per round, or one quota per round (e.g.
+            Meta-World's ``[10, 3]``: 10 adaptation episodes, then 3 evaluation episodes; for
+            trial agents a list means one trial of ``sum`` episodes split into those blocks).
         deterministic: act with the policy's mode (VariBAD's protocol); gradient agents need
             stochastic support episodes and should leave it False.
 
     Returns:
         An :class:`EvalReport`.
     """
-    for name, value in (("rounds", rounds), ("episodes_per_round", episodes_per_round)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise MetarlError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
+        raise MetarlError(f"rounds must be a positive integer, got {rounds!r}")
+    quotas = [episodes_per_round] * rounds if isinstance(episodes_per_round, int) else list(episodes_per_round)
+    if len(quotas) != rounds:
+        raise MetarlError(f"episodes_per_round lists {len(quotas)} quotas for rounds={rounds}")
+    for q in quotas:
+        if isinstance(q, bool) or not isinstance(q, int) or q <= 0:
+            raise MetarlError(f"episodes_per_round must be a positive integer, got {q!r}")
     tasks = tuple(tasks)
     n = len(tasks)
-    returns = np.zeros((n, rounds, episodes_per_round))
+    width = max(quotas)
+    returns = np.full((n, rounds, width), np.nan)
     successes: np.ndarray | None = None
+
+    def store(k: int, ep_returns: np.ndarray, ep_success: np.ndarray | None) -> None:
+        nonlocal successes
+        q = ep_returns.shape[1]
+        returns[:, k, :q] = ep_returns
+        if ep_success is not None:
+            if successes is None:
+                successes = np.full((n, rounds, width), np.nan)
+            successes[:, k, :q] = ep_success
+
     if agent.adaptation == "gradient":
         context = agent.initial_context(n)
-        for k in range(rounds):
+        for k, q in enumerate(quotas):
             batch = sampler.collect(
-                agent.policy(context, deterministic=deterministic), tasks, episodes_per_task=episodes_per_round, episodes_per_trial=1
+                agent.policy(context, deterministic=deterministic), tasks, episodes_per_task=q, episodes_per_trial=1
             )
-            ep_returns = batch.episode_returns()[:, 0].cpu().numpy()  # [B] task-major
-            returns[:, k] = ep_returns.reshape(n, episodes_per_round)
             ep_success = batch.episode_successes()
-            if ep_success is not None:
-                if successes is None:
-                    successes = np.zeros((n, rounds, episodes_per_round), dtype=bool)
-                successes[:, k] = ep_success[:, 0].cpu().numpy().reshape(n, episodes_per_round)
+            store(
+                k,
+                batch.episode_returns()[:, 0].cpu().numpy().reshape(n, q),
+                None if ep_success is None else ep_success[:, 0].cpu().numpy().reshape(n, q),
+            )
             if k + 1 < rounds:
                 context = agent.adapt(batch, context, step=k)
     elif agent.adaptation == "trial":
+        # int quota: `quota` trials of `rounds` episodes, round k = episode k of each trial;
+        # list of quotas: one trial of sum(quotas) episodes, round k = its k-th block.
+        blocks = isinstance(episodes_per_round, int) is False
+        trial_len = sum(quotas) if blocks else rounds
+        trials = 1 if blocks else quotas[0]
         batch = sampler.collect(
             agent.policy(agent.initial_context(n), deterministic=deterministic),
             tasks,
-            episodes_per_task=rounds * episodes_per_round,
-            episodes_per_trial=rounds,
+            episodes_per_task=trials * trial_len,
+            episodes_per_trial=trial_len,
         )
-        ep_returns = batch.episode_returns().cpu().numpy()  # [n * trials, rounds]
-        returns[:] = ep_returns.reshape(n, episodes_per_round, rounds).transpose(0, 2, 1)
+        ep_returns = batch.episode_returns().cpu().numpy().reshape(n, trials, trial_len)
         ep_success = batch.episode_successes()
-        if ep_success is not None:
-            successes = ep_success.cpu().numpy().reshape(n, episodes_per_round, rounds).transpose(0, 2, 1)
+        ep_success_np = None if ep_success is None else ep_success.cpu().numpy().reshape(n, trials, trial_len)
+        if blocks:
+            edges = np.cumsum([0, *quotas])
+            for k in range(rounds):
+                sl = slice(edges[k], edges[k + 1])
+                store(k, ep_returns[:, 0, sl], None if ep_success_np is None else ep_success_np[:, 0, sl])
+        else:
+            for k in range(rounds):
+                store(k, ep_returns[:, :, k], None if ep_success_np is None else ep_success_np[:, :, k])
     else:
         raise MetarlError(f"agent {type(agent).__name__} has unknown adaptation {agent.adaptation!r}; valid: 'gradient', 'trial'")
     return EvalReport(tasks=tasks, returns=returns, successes=successes, adaptation=agent.adaptation)

@@ -157,13 +157,13 @@ def _pooled_eval(runs: Sequence[RunInfo]) -> dict[str, Any] | None:
     if not docs:
         return None
     num_rounds = min(len(d["rounds"]) for d in docs)
-    per_task = [np.asarray(t["returns"], dtype=np.float64)[:num_rounds].mean(axis=1) for d in docs for t in d["per_task"]]
-    returns = np.stack(per_task)  # [seeds × tasks, rounds]
+    per_task = [[float(np.mean(r)) for r in t["returns"][:num_rounds]] for d in docs for t in d["per_task"]]
+    returns = np.asarray(per_task, dtype=np.float64)  # [seeds × tasks, rounds]
     has_success = docs[0]["per_task"][0]["successes"] is not None
     success = None
     if has_success:
-        success = np.stack(
-            [np.asarray(t["successes"], dtype=np.float64)[:num_rounds].mean(axis=1) for d in docs for t in d["per_task"]]
+        success = np.asarray(
+            [[float(np.mean(r)) for r in t["successes"][:num_rounds]] for d in docs for t in d["per_task"]], dtype=np.float64
         )
     rounds = []
     for k in range(num_rounds):

@@ -161,3 +161,27 @@ def test_bad_rounds():
     with pytest.raises(Exception, match="rounds must be a positive integer, got 0"):
         evaluate(GradientAgent(), Sampler(dist, seed=0), tasks, rounds=0, episodes_per_round=1)
     assert isinstance(EvalReport, type)
+
+
+@pytest.mark.parametrize("agent_cls", [GradientAgent, TrialAgent])
+def test_per_round_quotas_metaworld_style(agent_cls, tmp_path):
+    """Meta-World's protocol: 3 adaptation episodes then 2 evaluation episodes per task."""
+    dist, tasks = dist_and_tasks(n=4)
+    agent = agent_cls()
+    report = evaluate(agent, Sampler(dist, seed=0), tasks, rounds=2, episodes_per_round=[3, 2])
+    assert report.episodes_per_round == [3, 2]
+    assert np.isnan(report.returns[:, 1, 2]).all() and np.isfinite(report.returns[:, 1, :2]).all()
+    if agent_cls is GradientAgent:
+        expected = [0.0, 0.1 * H]  # one adaptation between the phases
+    else:
+        expected = [0.1 * H * np.mean([0, 1, 2]), 0.1 * H * np.mean([3, 4])]  # episodes 0-2, then 3-4 of one trial
+    assert [r["return_mean"] for r in report.rounds()] == pytest.approx(expected, abs=1e-5)
+    doc = report.to_dict(run="r", agent="a", env="e", preset="p", split="test", seed=0)
+    assert doc["episodes_per_round"] == [3, 2] and [len(r) for r in doc["per_task"][0]["returns"]] == [3, 2]
+    from metarl.plotting import compare_table
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("agent: {name: a}\nenv: {name: e, preset: p}\nrun: {seed: 0}\n")
+    write_eval(run / "eval.json", doc)
+    assert "| a | e [p] | 1 × 4 |" in compare_table([run])
