@@ -12,7 +12,15 @@ Families are imported lazily, so listing them never imports MuJoCo or Meta-World
 
 from __future__ import annotations
 
-from metarl.envs.registry import GYM_IDS, Family, families, family, make, names, register_gymnasium_ids
+from metarl.envs.registry import (
+    GYM_IDS,
+    Family,
+    families,
+    family,
+    make,
+    names,
+    register_gymnasium_ids,
+)
 
 __all__ = ["GYM_IDS", "Family", "families", "family", "make", "names", "register_gymnasium_ids"]
 
