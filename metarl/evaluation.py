@@ -269,6 +269,7 @@ def write_eval(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "w") as f:
             json.dump(report, f, indent=2)
             f.flush()
