@@ -9,7 +9,10 @@ step, on ``--device``) through:
   the single-task env;
 - ``sb3_subproc``: Stable-Baselines3's ``SubprocVecEnv`` over the single-task env;
 - ``ceiling``: bare ``mujoco.rollout`` with random controls on all cores (no policy), from
-  :mod:`metarl.bench.envs`.
+  :mod:`metarl.bench.envs` (MuJoCo locomotion families only);
+- ``metaworld_async`` (Meta-World families only): Meta-World's own
+  ``gymnasium.make_vec("Meta-World/ML10-train", vector_strategy="async", ...)``, one process per
+  env, stepped with the same policy; our side is the process-pool backend.
 
 Figures are env steps per second, the median of ``--repeats`` interleaved repetitions (one of
 each contender, then the next round), so load from other processes hits all alike.
@@ -30,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.bench.envs import _ceiling, _random_actions
+from metarl.bench.envs import ceiling_contender, random_actions
 from metarl.envs import make
 from metarl.errors import ConfigError
 from metarl.sampler import Sampler
@@ -91,8 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="env threads/workers (default: all cores)")
     parser.add_argument(
         "--anchors",
-        default="gymnasium_sync,gymnasium_async,sb3_subproc,ceiling",
-        help="comma-separated anchors to time (default: all)",
+        default=None,
+        help="comma-separated anchors to time: gymnasium_sync, gymnasium_async, sb3_subproc, ceiling, "
+        "metaworld_async (default: the first four; metaworld_async and gymnasium_async for Meta-World)",
     )
 
 
@@ -103,8 +107,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--slots must be positive, got {slots}")
     if repeats < 3:
         raise ConfigError(f"--repeats must be at least 3 for a median, got {repeats}")
-    valid = {"gymnasium_sync", "gymnasium_async", "sb3_subproc", "ceiling"}
-    anchors = [a for a in str(args.anchors).split(",") if a]
+    valid = {"gymnasium_sync", "gymnasium_async", "sb3_subproc", "ceiling", "metaworld_async"}
+    is_metaworld = str(args.env).startswith("metaworld")
+    default = "metaworld_async,gymnasium_async" if is_metaworld else "gymnasium_sync,gymnasium_async,sb3_subproc,ceiling"
+    anchors = [a for a in str(args.anchors or default).split(",") if a]
     for a in anchors:
         if a not in valid:
             raise ConfigError(f"unknown anchor {a!r}; valid anchors: {', '.join(sorted(valid))}")
@@ -131,6 +137,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         contenders: dict[str, Callable[[], float]] = {}
         # Process pools are started before any thread of ours exists.
+        if "metaworld_async" in anchors:
+            if not is_metaworld:
+                raise ConfigError(f"anchor 'metaworld_async' needs a Meta-World env, got --env {args.env}")
+            mw_env = _metaworld_vec(dist, slots)
+            closers.append(mw_env.close)
+            contenders["metaworld_async"] = lambda: _time_vector(mw_env, policy, steps)
         if "gymnasium_async" in anchors:
             async_env = gym.vector.AsyncVectorEnv([_factory(dist, t) for t in tasks])
             closers.append(async_env.close)
@@ -145,7 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sync_env = gym.vector.SyncVectorEnv([_factory(dist, t) for t in tasks])
             closers.append(sync_env.close)
             contenders["gymnasium_sync"] = lambda: _time_vector(sync_env, policy, steps)
-        sampler = Sampler(dist, seed=_SEED, device=device, env_kwargs={"num_threads": threads})
+        env_kwargs = {"num_workers": threads} if is_metaworld else {"num_threads": threads}
+        sampler = Sampler(dist, seed=_SEED, device=device, env_kwargs=env_kwargs)
         closers.append(sampler.close)
 
         def time_metarl() -> float:
@@ -158,8 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time_metarl()  # warm-up: builds the batched env and its threads
         splits.clear()
         if "ceiling" in anchors:
-            actions = _random_actions(dist.action_space, steps, slots, rng)
-            ceiling = _ceiling(sampler._env, actions, threads)
+            actions = random_actions(dist.action_space, steps, slots, rng)
+            ceiling = ceiling_contender(sampler._env, actions, threads)
             if ceiling is not None:
                 contenders["ceiling"], close_ceiling = ceiling
                 closers.append(close_ceiling)
@@ -175,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     median_rep = sorted(range(len(splits)), key=lambda i: splits[i]["time/sample_s"])[len(splits) // 2]
     split = splits[median_rep]
     total = split["time/sample_s"]
-    vector_anchors = [medians[a] for a in ("gymnasium_async", "gymnasium_sync", "sb3_subproc") if a in medians]
+    vector_anchors = [medians[a] for a in ("gymnasium_async", "gymnasium_sync", "sb3_subproc", "metaworld_async") if a in medians]
     ratios: dict[str, float] = {}
     if vector_anchors:
         ratios["metarl_vs_best_vector_env"] = medians["metarl"] / max(vector_anchors)
@@ -196,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gymnasium_sync": medians.get("gymnasium_sync"),
             "sb3_subproc": medians.get("sb3_subproc"),
             "ceiling": medians.get("ceiling"),
+            **({"metaworld_async": medians["metaworld_async"]} if "metaworld_async" in medians else {}),
         },
         "ratios": ratios,
         "time_split": {
@@ -212,6 +226,21 @@ def _factory(dist: TaskDistribution, task: Any) -> Callable[[], gym.Env]:
         return dist.make_env(task)
 
     return factory
+
+
+def _metaworld_vec(dist: TaskDistribution, slots: int) -> gym.vector.VectorEnv:
+    """Meta-World's own async vector env for the same benchmark and number of envs."""
+    import metaworld  # noqa: F401 - registers the Meta-World/* ids
+
+    family = dist.name
+    if family == "metaworld-ml1":
+        env = gym.make_vec("Meta-World/ML1-train", env_name=dist.preset, vector_strategy="async", seed=_SEED, meta_batch_size=slots)
+    else:
+        env_id = {"metaworld-ml10": "Meta-World/ML10-train", "metaworld-ml45": "Meta-World/ML45-train"}[family]
+        env = gym.make_vec(env_id, vector_strategy="async", seed=_SEED, meta_batch_size=slots)
+    # Meta-World's task-select wrapper has no task until asked to draw one.
+    env.call("sample_tasks")
+    return env
 
 
 def _time_vector(env: gym.vector.VectorEnv, policy: MLPPolicy, steps: int) -> float:
