@@ -1,0 +1,289 @@
+"""Atomic checkpoints, metrics.csv, and exact resume after SIGKILL (bitwise on CPU)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from platform_fakes import SLEEP_VAR
+from platform_helpers import subprocess_env, toy_config, write_config
+
+from metarl.checkpoint import CheckpointDir, load_checkpoint, save_checkpoint
+from metarl.errors import CheckpointError
+from metarl.logger import MetricsCSV, read_metrics
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint files
+
+
+def _state() -> dict:
+    rng = np.random.default_rng(3)
+    rng.normal(size=5)
+    gen = torch.Generator().manual_seed(5)
+    return {
+        "weights": torch.randn(4, 3, generator=gen),
+        "rng": rng.bit_generator.state,
+        "torch_rng": gen.get_state(),
+        "nested": {"step": 12, "array": np.arange(4.0)},
+    }
+
+
+def test_save_load_round_trip(tmp_path):
+    state = _state()
+    path = save_checkpoint(tmp_path / "a" / "c.pt", state)
+    back = load_checkpoint(path)
+    assert torch.equal(back["weights"], state["weights"])
+    assert torch.equal(back["torch_rng"], state["torch_rng"])
+    assert back["rng"] == state["rng"]
+    assert back["nested"]["step"] == 12 and np.array_equal(back["nested"]["array"], np.arange(4.0))
+    # The numpy generator continues exactly where it was saved.
+    a, b = np.random.default_rng(), np.random.default_rng()
+    a.bit_generator.state, b.bit_generator.state = state["rng"], back["rng"]
+    assert np.array_equal(a.normal(size=3), b.normal(size=3))
+    assert [p.name for p in path.parent.iterdir()] == ["c.pt"]  # no temporary left
+
+
+def test_crash_during_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.pt", {"version": 1})
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"version": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert load_checkpoint(path) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_damage_is_detected(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", _state())
+    data = path.read_bytes()
+
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt"):
+        load_checkpoint(path)
+
+    # A flipped byte inside the serialised state does not stop torch.load; the checksum does.
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=r"corrupt"):
+        load_checkpoint(path)
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match=r"not a metarl checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(CheckpointError, match=r"checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_checkpoint_dir_keeps_last_n_and_best(tmp_path):
+    ckpts = CheckpointDir(tmp_path / "checkpoints", keep=2)
+    for it in range(1, 6):
+        ckpts.save(it, {"iteration": it}, best=it == 2)
+    assert [p.name for p in ckpts.periodic()] == ["iter_000004.pt", "iter_000005.pt"]
+    assert load_checkpoint(ckpts.best_path) == {"iteration": 2}
+    assert ckpts.resolve("last").name == "iter_000005.pt"
+    assert ckpts.resolve("best") == ckpts.best_path
+    assert ckpts.resolve("iter_000004.pt").name == "iter_000004.pt"
+    # A temporary left by a process killed mid-write is cleared by the next save.
+    (ckpts.directory / ".iter_000006.pt.tmp-123").write_bytes(b"partial")
+    ckpts.save(6, {"iteration": 6})
+    assert sorted(p.name for p in ckpts.directory.iterdir()) == [
+        "best.pt",
+        "iter_000005.pt",
+        "iter_000006.pt",
+    ]
+
+
+def test_load_latest_falls_back_with_a_warning(tmp_path, caplog):
+    ckpts = CheckpointDir(tmp_path, keep=3)
+    for it in (1, 2, 3):
+        ckpts.save(it, {"iteration": it})
+    latest = ckpts.path_for(3)
+    latest.write_bytes(latest.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="metarl"):
+        path, state = ckpts.load_latest()
+    assert path.name == "iter_000002.pt" and state == {"iteration": 2}
+    assert any(
+        "iter_000003.pt" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
+    for p in ckpts.periodic():
+        p.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint"):
+        ckpts.load_latest()
+
+
+# --------------------------------------------------------------------------------------------
+# metrics.csv
+
+
+def test_metrics_header_is_stable_and_floats_round_trip(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = MetricsCSV(path)
+    x = 0.1 + 0.2
+    log.write(1, 10, {"meta_train/return_pre": x, "time/sample_s": 1.5})
+    log.write(
+        2,
+        20,
+        {"time/sample_s": 2.0, "meta_train/return_pre": -1.0, "meta_test/return_round_0": 3.25},
+    )
+    log.write(3, 30, {"meta_train/return_pre": 1e-300, "time/sample_s": 0.5})
+    with open(path, newline="") as f:
+        header = next(csv.reader(f))
+    assert header == [
+        "iteration",
+        "env_steps",
+        "meta_test/return_round_0",
+        "meta_train/return_pre",
+        "time/sample_s",
+    ]
+    rows = read_metrics(path)
+    assert [r["meta_test/return_round_0"] for r in rows] == ["", "3.25", ""]
+    assert float(rows[0]["meta_train/return_pre"]) == x  # bit for bit
+    assert float(rows[2]["meta_train/return_pre"]) == 1e-300
+
+    # Resuming from iteration 2 drops the later row and appends after it.
+    resumed = MetricsCSV(path, resume_iteration=2)
+    resumed.write(3, 30, {"meta_train/return_pre": 7.0, "time/sample_s": 0.25})
+    rows = read_metrics(path)
+    assert [r["iteration"] for r in rows] == ["1", "2", "3"]
+    assert rows[2]["meta_train/return_pre"] == "7.0"
+
+
+# --------------------------------------------------------------------------------------------
+# Exact resume after SIGKILL, through the command line
+
+
+ITERATIONS = 6
+
+
+def _final(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / f"iter_{ITERATIONS:06d}.pt")
+
+
+def _rows_without_time(run_dir: Path) -> tuple[list[str], list[list[str]]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [i for i, name in enumerate(rows[0]) if not name.startswith("time/")]
+    return [rows[0][i] for i in keep], [[row[i] for i in keep] for row in rows[1:]]
+
+
+def _assert_same(a, b, where: str = "state") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def _kill_after_checkpoint(config: Path, run_dir: Path, *, checkpoint: int, cwd: Path) -> None:
+    env = subprocess_env()
+    env[SLEEP_VAR] = "0.3"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "train",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    target = run_dir / "checkpoints" / f"iter_{checkpoint:06d}.pt"
+    deadline = time.monotonic() + 180
+    try:
+        while not target.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"training ended before checkpoint {checkpoint}: {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint {checkpoint} after 180 s")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "checkpoints" / f"iter_{ITERATIONS:06d}.pt").exists()
+    assert not (run_dir / "eval.json").exists()
+
+
+def test_resume_after_sigkill_is_bitwise_exact(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(
+        tmp_path / "toy.yaml",
+        toy_config(
+            run={"iterations": ITERATIONS, "checkpoint_every": 1, "keep_checkpoints": 10},
+            evaluation={"every": 2},
+        ),
+    )
+
+    reference = tmp_path / "reference"
+    result = cli("train", config, "--run-dir", reference, "--no-progress")
+    assert result.code == 0, result.err
+
+    killed = tmp_path / "killed"
+    _kill_after_checkpoint(config, killed, checkpoint=3, cwd=tmp_path)
+    corrupted = tmp_path / "corrupted"
+    shutil.copytree(killed, corrupted)
+
+    # 1) plain resume from the newest checkpoint
+    resumed = cli("train", "--resume", killed, "--no-progress")
+    assert resumed.code == 0, resumed.err
+    assert "warning" not in resumed.err
+
+    # 2) the newest checkpoint is damaged: resume warns and continues from the one before
+    newest = CheckpointDir(corrupted / "checkpoints").periodic()[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    fallback = cli("train", "--resume", corrupted, "--no-progress")
+    assert fallback.code == 0, fallback.err
+    assert "metarl: warning: skipping checkpoint " + newest.name in fallback.err
+
+    want = _final(reference)
+    assert want["iteration"] == ITERATIONS and want["env_steps"] == ITERATIONS * 3 * 2 * 5
+    header, rows = _rows_without_time(reference)
+    assert len(rows) == ITERATIONS and "meta_test/return_round_1" in header
+    for run_dir in (killed, corrupted):
+        got = _final(run_dir)
+        for key in ("agent", "sampler", "rng", "iteration", "env_steps", "best", "config"):
+            _assert_same(want[key], got[key], key)
+        assert _rows_without_time(run_dir) == (header, rows)
+        assert (run_dir / "config.yaml").read_text() == (reference / "config.yaml").read_text()
+        assert (run_dir / "eval.json").read_text() == (reference / "eval.json").read_text()
+        _assert_same(
+            load_checkpoint(reference / "checkpoints" / "best.pt")["agent"],
+            load_checkpoint(run_dir / "checkpoints" / "best.pt")["agent"],
+            "best",
+        )
+    # The parameters moved during training (the comparison is not between two untouched inits).
+    first = load_checkpoint(reference / "checkpoints" / "iter_000001.pt")["agent"]["net"]
+    assert not all(torch.equal(first[k], want["agent"]["net"][k]) for k in first)
