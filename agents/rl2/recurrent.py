@@ -1,0 +1,396 @@
+"""The recurrent core of RL²-style agents: embeddings of ``(obs, previous action, previous reward,
+previous done)`` → GRU → policy and value heads.
+
+RL² (Duan et al. 2016, §2.2 and Fig. 1) feeds a recurrent policy the tuple
+``(s_t, a_{t−1}, r_{t−1}, d_{t−1})`` and keeps its hidden state across the episodes of a trial;
+VariBAD's encoder (Zintgraf et al. 2020, §4; repo ``lmzintgraf/varibad: models/encoder.py``)
+embeds state, action and reward separately (32/16/16) before a GRU of 128. This module provides
+those pieces as plain ``nn.Module`` s with explicit, generator-driven initialisation:
+
+- :class:`RecurrentCore`: input embeddings and the GRU, with a one-step call for acting and a
+  sequence call for learning, plus :meth:`RecurrentCore.chunk_states` for truncated BPTT;
+- :func:`mlp`: a multilayer perceptron;
+- :class:`CategoricalHead`, :class:`GaussianHead` (:func:`action_head` picks one from a gymnasium
+  space) returning :class:`Categorical` / :class:`DiagGaussian` action distributions that sample
+  with an explicit ``torch.Generator``.
+
+Shapes: ``T`` time, ``B`` slots, ``L`` GRU layers, ``H`` hidden size, ``A`` action dimension
+(the number of actions for discrete spaces, whose previous action comes one-hot).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.errors import ConfigError, EnvError, choices
+
+__all__ = [
+    "Activation",
+    "ACTIVATIONS",
+    "mlp",
+    "init_linear_",
+    "RecurrentCore",
+    "ActionDistribution",
+    "Categorical",
+    "DiagGaussian",
+    "CategoricalHead",
+    "GaussianHead",
+    "action_head",
+    "action_input_dim",
+]
+
+Activation = Literal["tanh", "relu"]
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; valid activations: {choices(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def init_linear_(layer: nn.Linear, *, gain: float, generator: torch.Generator) -> None:
+    """Orthogonal weights with ``gain`` and zero bias (Saxe et al. 2014; the PPO default of
+    OpenAI baselines and CleanRL), drawn from ``generator``."""
+    nn.init.orthogonal_(layer.weight, gain=gain, generator=generator)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def mlp(
+    in_dim: int,
+    hidden_sizes: Sequence[int],
+    out_dim: int | None,
+    *,
+    activation: str,
+    generator: torch.Generator,
+    out_gain: float = 1.0,
+) -> nn.Sequential:
+    """``Linear → act`` for each hidden size, then an optional output ``Linear`` (no activation).
+
+    Hidden layers get orthogonal init with gain √2; the output layer gets ``out_gain`` (0.01 for
+    policy logits/means so the initial policy is near uniform, 1 for values).
+
+    Args:
+        in_dim: input features.
+        hidden_sizes: widths of the hidden layers (may be empty).
+        out_dim: output features; ``None``: no output layer (the last hidden layer is the output).
+        activation: ``"tanh"`` or ``"relu"``.
+        generator: source of the initial weights.
+        out_gain: orthogonal gain of the output layer.
+    """
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for width in hidden_sizes:
+        layer = nn.Linear(dim, int(width))
+        init_linear_(layer, gain=math.sqrt(2.0), generator=generator)
+        layers += [layer, _activation(activation)]
+        dim = int(width)
+    if out_dim is not None:
+        layer = nn.Linear(dim, out_dim)
+        init_linear_(layer, gain=out_gain, generator=generator)
+        layers.append(layer)
+    return nn.Sequential(*layers)
+
+
+def action_input_dim(space: gym.Space) -> int:
+    """Width of the previous-action input: ``n`` (one-hot) for ``Discrete(n)``, ``prod(shape)``
+    for ``Box``."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    raise EnvError(f"unsupported action space {space}; valid spaces: 'Box', 'Discrete'")
+
+
+class RecurrentCore(nn.Module):
+    """Embeds ``(obs, prev_action, prev_reward, prev_done)`` and runs a GRU over them.
+
+    Each of observation, previous action and previous reward goes through its own
+    ``Linear → activation`` embedding (width 0: the raw input is used, as in RL²'s original
+    concatenation); the done flag is appended raw. The concatenation feeds an optional shared
+    MLP (``encoder_sizes``, Meta-World+'s 2×256 tanh encoder) and then an ``L``-layer GRU.
+
+    Args:
+        obs_dim: flattened observation size.
+        action_dim: previous-action input size (see :func:`action_input_dim`).
+        hidden_size: H, the GRU width.
+        num_layers: L, stacked GRU layers.
+        obs_embedding, action_embedding, reward_embedding: embedding widths (0 = raw input).
+        encoder_sizes: hidden widths of the MLP between the embeddings and the GRU.
+        activation: nonlinearity of embeddings and encoder.
+        generator: source of every initial weight (the GRU's included).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        *,
+        hidden_size: int,
+        num_layers: int = 1,
+        obs_embedding: int = 0,
+        action_embedding: int = 0,
+        reward_embedding: int = 0,
+        encoder_sizes: Sequence[int] = (),
+        activation: str = "tanh",
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        self.obs_dim = int(obs_dim)
+        self.action_dim = int(action_dim)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+
+        def embedding(in_dim: int, width: int) -> tuple[nn.Module, int]:
+            if width <= 0:
+                return nn.Identity(), in_dim
+            return mlp(in_dim, (width,), None, activation=activation, generator=generator), width
+
+        self.obs_embed, d_obs = embedding(self.obs_dim, obs_embedding)
+        self.action_embed, d_act = embedding(self.action_dim, action_embedding)
+        self.reward_embed, d_rew = embedding(1, reward_embedding)
+        in_dim = d_obs + d_act + d_rew + 1
+        self.encoder = mlp(in_dim, encoder_sizes, None, activation=activation, generator=generator)
+        gru_in = int(encoder_sizes[-1]) if len(encoder_sizes) else in_dim
+        self.gru = nn.GRU(gru_in, self.hidden_size, num_layers=self.num_layers)
+        # GRU weights: orthogonal recurrent matrices, orthogonal input matrices, zero biases
+        # (the usual recurrent-PPO init; torch's default would draw from the global RNG).
+        for name, param in self.gru.named_parameters():
+            if name.startswith("weight_hh") or name.startswith("weight_ih"):
+                for block in param.data.chunk(3, dim=0):
+                    nn.init.orthogonal_(block, generator=generator)
+            else:
+                nn.init.zeros_(param)
+
+    def initial_state(self, batch_size: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zeros ``[L, B, H]``: the state at trial start."""
+        device = self.gru.weight_hh_l0.device if device is None else device
+        return torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
+
+    def embed(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        prev_done: torch.Tensor,
+    ) -> torch.Tensor:
+        """GRU inputs ``[..., D]`` from ``obs[..., *obs_shape]``, ``prev_action[..., A]``,
+        ``prev_reward[...]`` and ``prev_done[...]`` sharing the leading axes."""
+        lead = prev_reward.shape
+        obs = obs.reshape(*lead, self.obs_dim)
+        prev_action = prev_action.reshape(*lead, self.action_dim).to(obs.dtype)
+        parts = [
+            self.obs_embed(obs),
+            self.action_embed(prev_action),
+            self.reward_embed(prev_reward.to(obs.dtype).unsqueeze(-1)),
+            prev_done.to(obs.dtype).unsqueeze(-1),
+        ]
+        return self.encoder(torch.cat(parts, dim=-1))
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        prev_done: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the GRU over a time-major sequence.
+
+        The state is never reset inside the sequence: a sequence is (a piece of) one trial,
+        and RL² keeps the hidden state across the trial's episode boundaries.
+
+        Args:
+            obs: ``[T, B, *obs_shape]``.
+            prev_action: ``[T, B, A]``.
+            prev_reward, prev_done: ``[T, B]``.
+            state: ``[L, B, H]`` the state before step 0.
+
+        Returns:
+            ``(features[T, B, H], state[L, B, H])``: the top layer's output at every step and the
+            state after the last step.
+        """
+        x = self.embed(obs, prev_action, prev_reward, prev_done)
+        return self.gru(x, state)
+
+    def step(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        prev_done: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step for all slots: inputs ``[B, ...]``, state ``[L, B, H]``; returns
+        ``(features[B, H], state[L, B, H])``."""
+        out, state = self.forward(
+            obs.unsqueeze(0), prev_action.unsqueeze(0), prev_reward.unsqueeze(0), prev_done.unsqueeze(0), state
+        )
+        return out.squeeze(0), state
+
+    @torch.no_grad()
+    def chunk_states(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        prev_done: torch.Tensor,
+        state: torch.Tensor,
+        *,
+        chunk: int,
+    ) -> torch.Tensor:
+        """The state at the start of every ``chunk`` steps, for truncated BPTT.
+
+        Runs the sequence without gradient, chunk by chunk, and records the state entering each
+        chunk: ``out[c]`` is the state before step ``c·chunk``.
+
+        Args:
+            obs, prev_action, prev_reward, prev_done: the whole sequence, ``[T, B, ...]``.
+            state: ``[L, B, H]`` state before step 0.
+            chunk: chunk length.
+
+        Returns:
+            ``[ceil(T / chunk), L, B, H]``.
+        """
+        steps = prev_reward.shape[0]
+        states = []
+        for start in range(0, steps, chunk):
+            states.append(state)
+            end = min(start + chunk, steps)
+            if end < steps:
+                _, state = self.forward(
+                    obs[start:end], prev_action[start:end], prev_reward[start:end], prev_done[start:end], state
+                )
+        return torch.stack(states)
+
+
+class ActionDistribution(abc.ABC):
+    """A batch of action distributions over leading axes ``[...]``."""
+
+    @abc.abstractmethod
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        """Draw one action per element with ``generator``."""
+
+    @abc.abstractmethod
+    def mode(self) -> torch.Tensor:
+        """The most likely action (the deterministic policy)."""
+
+    @abc.abstractmethod
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[...]`` log-probability (density for continuous actions) of ``actions``."""
+
+    @abc.abstractmethod
+    def entropy(self) -> torch.Tensor:
+        """``[...]`` entropy."""
+
+
+class Categorical(ActionDistribution):
+    """Categorical over ``n`` actions from ``logits[..., n]``; actions are long ``[...]``."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.log_probs = torch.log_softmax(logits, dim=-1)
+
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        probs = self.log_probs.exp().reshape(-1, self.log_probs.shape[-1])
+        draws = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return draws.reshape(self.log_probs.shape[:-1])
+
+    def mode(self) -> torch.Tensor:
+        return self.log_probs.argmax(dim=-1)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.log_probs.exp() * self.log_probs).sum(-1)
+
+
+class DiagGaussian(ActionDistribution):
+    """Diagonal Gaussian from ``mean[..., A]`` and ``log_std[A]`` (or ``[..., A]``); log-probs
+    and entropies sum over the action dimensions."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
+        self.mean = mean
+        self.log_std = log_std.expand_as(mean)
+
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * noise
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        z = (actions - self.mean) * torch.exp(-self.log_std)
+        return (-0.5 * z * z - self.log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (self.log_std + 0.5 * (1.0 + math.log(2.0 * math.pi))).sum(-1)
+
+
+class CategoricalHead(nn.Module):
+    """MLP → logits → :class:`Categorical`."""
+
+    def __init__(self, in_dim: int, num_actions: int, *, hidden_sizes: Sequence[int], activation: str, generator: torch.Generator):
+        super().__init__()
+        self.net = mlp(in_dim, hidden_sizes, num_actions, activation=activation, generator=generator, out_gain=0.01)
+
+    def forward(self, features: torch.Tensor) -> Categorical:
+        return Categorical(self.net(features))
+
+
+class GaussianHead(nn.Module):
+    """MLP → mean, with a state-independent learned log-std (VariBAD's and garage's default) →
+    :class:`DiagGaussian`."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        action_dim: int,
+        *,
+        hidden_sizes: Sequence[int],
+        activation: str,
+        init_std: float,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        if init_std <= 0:
+            raise ConfigError(f"init_std must be positive, got init_std={init_std!r}")
+        self.net = mlp(in_dim, hidden_sizes, action_dim, activation=activation, generator=generator, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
+
+    def forward(self, features: torch.Tensor) -> DiagGaussian:
+        return DiagGaussian(self.net(features), self.log_std)
+
+
+def action_head(
+    space: gym.Space,
+    in_dim: int,
+    *,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    init_std: float,
+    generator: torch.Generator,
+) -> CategoricalHead | GaussianHead:
+    """The head for ``space``: categorical for ``Discrete``, diagonal Gaussian for ``Box``."""
+    if isinstance(space, gym.spaces.Discrete):
+        return CategoricalHead(in_dim, int(space.n), hidden_sizes=hidden_sizes, activation=activation, generator=generator)
+    if isinstance(space, gym.spaces.Box):
+        return GaussianHead(
+            in_dim,
+            int(np.prod(space.shape)),
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            init_std=init_std,
+            generator=generator,
+        )
+    raise EnvError(f"unsupported action space {space}; valid spaces: 'Box', 'Discrete'")
