@@ -13,8 +13,9 @@ One iteration (reads top to bottom):
 1. collect ``trials_per_task`` trials of ``episodes_per_trial`` episodes per task with the
    current policy (the sampler carries the state across episode boundaries);
 2. rebuild the policy's inputs ``(obs, prev action, prev reward, prev done)`` from the batch,
-   with the same normaliser statistics the policy saw while collecting;
-3. advantages by GAE over each trial: the recursion and the discount run through inner episode
+   with the same observation statistics the policy saw while collecting;
+3. advantages by GAE over each trial (rewards divided by the running return scale when
+   ``normalize_rewards``): the recursion and the discount run through inner episode
    boundaries and stop only at the trial's end (:func:`trial_advantages`);
 4. PPO epochs over minibatches of trials, with truncated BPTT over chunks of ``bptt_chunk``
    steps whose initial hidden states come from running the GRU over the rollout
