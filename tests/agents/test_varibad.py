@@ -25,7 +25,7 @@ from metarl.agents.varibad.decoder import GridCells, RewardDecoder
 from metarl.agents.varibad.vae import TrialData, VAEBuffer, elbo_loss, trial_data
 from metarl.config import load_config
 from metarl.envs import make
-from metarl.errors import ConfigError
+from metarl.errors import ConfigError, EnvError
 from metarl.evaluation import evaluate
 from metarl.registry import agent_class, agent_config
 from metarl.sampler import Sampler
@@ -524,3 +524,23 @@ def test_bayes_optimal_gridworld_test_split():
     solution = solve_gridworld(dist.goals("test"))
     np.testing.assert_allclose(solution.episode_returns, [7.3, 11.7, 11.7, 11.7], atol=1e-9)
     assert random_policy_returns(dist.goals("test")) == pytest.approx(-1.0560565, abs=1e-6)
+
+
+def test_bayes_optimal_rejects_bad_goals():
+    with pytest.raises(EnvError, match="on the 3x3 grid"):
+        solve_gridworld([[3, 0]], num_cells=3)
+    with pytest.raises(EnvError, match="distinct"):
+        solve_gridworld([[1, 2], [1, 2]], num_cells=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_learns_on_cuda_with_the_same_numbers_as_cpu_at_trial_start():
+    dist = make("gridworld")
+    agent = VariBAD(GRID, dist=dist, device="cuda", seed=0)
+    tasks = dist.sample(4, split="train", rng=np.random.default_rng(0))
+    sampler = Sampler(dist, seed=0, device="cuda")
+    metrics = agent.meta_train_step(sampler, tasks)
+    assert math.isfinite(metrics["meta_train/elbo"]) and agent.buffer.storage["rewards"].is_cuda
+    batch = sampler.collect(agent.policy(None), tasks, episodes_per_task=4, episodes_per_trial=4)
+    assert torch.equal(batch.extras["latent_mean"][0].cpu(), torch.zeros(4, 3))
