@@ -348,7 +348,9 @@ class MAMLTRPO(SupportQueryAgent):
         at ``θold`` is the MAML policy gradient. The constraint is the mean over tasks of the
         mean KL between the old and new adapted policies on the query states. Both pass through
         the inner step, so the gradient and the Hessian-vector products are exact second-order
-        quantities (or first-order ones when ``first_order``).
+        quantities (or first-order ones when ``first_order``); the products are taken factor by
+        factor through the inner steps (:func:`meta_kl_hessian_vector_product`), which equals
+        double backward through the whole graph and costs less.
 
         Returns:
             metrics: ``meta_train/{loss, kl, surrogate_improvement, line_search_steps,
