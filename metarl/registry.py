@@ -60,6 +60,8 @@ BENCHES: dict[str, str] = {
     "envs": "metarl.bench.envs",
     "sampler": "metarl.bench.sampler",
     "maml": "metarl.bench.maml",
+    "gridworld": "metarl.bench.gridworld",
+    "metaworld-protocol": "metarl.bench.metaworld_protocol",
 }
 
 EXTRA_AGENTS_VAR = "METARL_EXTRA_AGENTS"
