@@ -642,21 +642,31 @@ def to_yaml(config: Config) -> str:
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> its attribute docstring (the string literal under the field), from source.
 
-    Returns an empty string for a field without one, and ``{}`` when the source is unavailable.
+    Fields inherited from dataclass bases take the docstring written in the class that declares
+    them (a subclass that redeclares a field and documents it wins). Returns an empty string for
+    a field without one, and ``{}`` when no class's source is available.
     """
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    tree = ast.parse(source)
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs = {f.name: "" for f in dataclasses.fields(cls)}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+    found = False
+    # Most-derived last, so that a redeclared field keeps the subclass's docstring.
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is object:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        found = True
+        tree = ast.parse(source)
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
             if (
-                isinstance(nxt, ast.Expr)
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id in docs
+                and isinstance(nxt, ast.Expr)
                 and isinstance(nxt.value, ast.Constant)
                 and isinstance(nxt.value.value, str)
             ):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+    return docs if found else {}

@@ -462,10 +462,7 @@ def test_config_validation_messages():
 def test_every_config_field_has_a_docstring(cls):
     from metarl.config import field_docs
 
-    docs: dict[str, str] = {}
-    for base in reversed(cls.Config.__mro__):
-        if dataclasses.is_dataclass(base):
-            docs.update({k: v for k, v in field_docs(base).items() if v})
+    docs = field_docs(cls.Config)  # inherited fields carry their base class's docstrings
     missing = [f.name for f in dataclasses.fields(cls.Config) if not docs.get(f.name)]
     assert not missing, f"{cls.Config.__name__} fields without a docstring: {missing}"
 

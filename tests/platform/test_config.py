@@ -84,6 +84,31 @@ def test_every_field_has_a_docstring():
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Base:
+    alpha: float = 0.1
+    """Step size of the base."""
+
+    beta: int = 2
+    """Documented in the base."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Derived(_Base):
+    beta: int = 3
+    """Redeclared and documented again."""
+
+    gamma: str = "x"
+
+
+def test_field_docs_merge_inherited_fields():
+    assert field_docs(_Derived) == {
+        "alpha": "Step size of the base.",
+        "beta": "Redeclared and documented again.",
+        "gamma": "",
+    }
+
+
 def test_defaults_and_frozen():
     config = _config()
     assert config.run == RunConfig()
