@@ -386,11 +386,88 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             episodes_per_round=args.episodes_per_round,
         )
         json_path, png_path = write_report(report, config, path=out, dist=dist, split=args.split)
+        belief_path = None
+        if args.belief_tasks > 0 and callable(getattr(agent, "beliefs", None)):
+            belief_path = (
+                run_dir / _BELIEF_NAME
+                if args.out is None
+                else out.with_name(f"{out.stem}.belief.json")
+            )
+            _write_beliefs(
+                belief_path,
+                config,
+                agent=agent,
+                dist=dist,
+                tasks=tasks[: args.belief_tasks],
+                device=device,
+                episodes=_trial_episodes(config, args),
+            )
     print(report.table())
     print(f"checkpoint:      {path}")
     print(f"evaluation:      {json_path}")
     print(f"adaptation plot: {png_path}")
+    if belief_path is not None:
+        hint = f" (drawn by `metarl plot {run_dir}`)" if args.out is None else ""
+        print(f"belief:          {belief_path}{hint}")
     return 0
+
+
+#: Belief trajectories written by ``metarl evaluate`` and drawn by ``metarl plot``.
+_BELIEF_NAME = "belief.json"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _trial_episodes(config: Any, args: argparse.Namespace) -> int:
+    """Episodes of one evaluation trial: the evaluation's rounds, or the sum of its per-round
+    quotas when a list splits one trial into blocks (metarl.evaluation.evaluate)."""
+    quotas = (
+        config.evaluation.episodes_per_round
+        if args.episodes_per_round is None
+        else args.episodes_per_round
+    )
+    if isinstance(quotas, (list, tuple)):
+        return int(sum(quotas))
+    return int(config.evaluation.rounds if args.rounds is None else args.rounds)
+
+
+def _write_beliefs(
+    path: Path,
+    config: Any,
+    *,
+    agent: Any,
+    dist: Any,
+    tasks: Sequence[Any],
+    device: Any,
+    episodes: int,
+) -> Path:
+    """One evaluation-length trial per task with the agent's belief at every step
+    (``agent.beliefs``), written atomically as JSON (0644) for ``metarl plot``."""
+    from metarl.evaluation import write_eval
+    from metarl.seeding import derive_seed
+    from metarl.trainer import make_sampler
+
+    sampler = make_sampler(
+        config, dist, seed=derive_seed(config.run.seed, "beliefs"), device=device
+    )
+    try:
+        data = agent.beliefs(
+            sampler,
+            tasks,
+            episodes_per_trial=episodes,
+            deterministic=config.evaluation.deterministic,
+        )
+    finally:
+        sampler.close()
+    return write_eval(path, data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,7 +684,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "evaluate",
         help="measure adaptation of a trained run on held-out tasks",
         description="Load a run's config and checkpoint, rebuild the env and agent, run the adaptation protocol "
-        "(round k = behaviour after k adaptations), print the table, and write eval.json and its plot.",
+        "(round k = behaviour after k adaptations), print the table, and write eval.json and its plot; "
+        "for agents that expose their belief (VariBAD), also belief.json on a few of the tasks.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  metarl evaluate runs/quickstart-20250101-120000\n  metarl evaluate RUN --checkpoint best --num-tasks 100 --out best.json",
     )
@@ -651,6 +729,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--out",
         metavar="FILE",
         help="where to write the JSON report; the plot goes next to it (default: RUN_DIR/eval.json)",
+    )
+    ev.add_argument(
+        "--belief-tasks",
+        type=_non_negative_int,
+        default=4,
+        metavar="N",
+        help="agents that expose their belief (VariBAD): record one trial on each of the first N "
+        "evaluation tasks in RUN_DIR/belief.json (next to --out FILE as FILE's stem + .belief.json), "
+        "drawn by `metarl plot`; 0 skips it (default: 4)",
     )
     ev.add_argument(
         "-v", "--verbose", action="store_true", help="log progress lines to the terminal"

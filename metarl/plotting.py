@@ -1,17 +1,23 @@
-"""Learning curves, adaptation curves and comparison tables over run directories (issue #7).
+"""Learning curves, adaptation curves, belief plots and comparison tables over run directories
+(issue #7).
 
 Runs are grouped by (agent, env, preset): runs of one group are seeds and are aggregated (mean or
 interquartile mean, with 95% bootstrap bands across seeds). Adaptation results come from each
 run's ``eval.json``; with several seeds, each (seed, task) pair is one sample of the interval.
+Belief plots come from the ``belief.json`` that ``metarl evaluate`` writes for agents with a
+``beliefs`` method (VariBAD): the posterior over a trial on a few held-out tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import json
 import math
+import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +25,23 @@ import numpy as np
 import scipy.stats
 import yaml
 
-from metarl.errors import MetarlError
+from metarl.errors import MetarlError, choices
 from metarl.evaluation import bootstrap_ci, load_eval
 from metarl.reference import paper_numbers
 
-__all__ = ["RunInfo", "load_run", "group_runs", "main_plot", "main_compare", "compare_table", "iqm"]
+__all__ = [
+    "BeliefSeries",
+    "RunInfo",
+    "belief_series",
+    "compare_table",
+    "group_runs",
+    "iqm",
+    "load_belief",
+    "load_run",
+    "main_compare",
+    "main_plot",
+    "plot_belief",
+]
 
 
 def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -151,8 +169,26 @@ def _learning_curves(groups: dict[tuple[str, str, str], list[RunInfo]], out: Pat
     return written
 
 
-def _pooled_eval(runs: Sequence[RunInfo]) -> dict[str, Any] | None:
-    """One eval document for a group: per-round intervals over every (seed, task) pair."""
+def _num_rounds(runs: Sequence[RunInfo]) -> int:
+    """Rounds every seed of a group has (0 when none has an eval.json)."""
+    counts = [len(r.evaluation["rounds"]) for r in runs if r.evaluation is not None]
+    return min(counts) if counts else 0
+
+
+def _pooled_eval(runs: Sequence[RunInfo], *, rounds: Sequence[int] | None = None) -> dict[str, Any] | None:
+    """One eval document for a group: per-round intervals over every (seed, task) pair.
+
+    Args:
+        runs: the group's runs (seeds); those without an eval.json are skipped.
+        rounds: the rounds to summarise (default: all). A trial of hundreds of episodes needs
+            an interval only for the few rounds a table shows.
+
+    Returns:
+        ``eval.json``-like summary with ``rounds`` (only the asked ones, each with its index),
+        ``num_rounds``, ``round_names`` (what each round is: ``"step k"``, ``"episode k"`` or
+        ``"episodes a–b"``), ``trial_episodes`` (episodes of a trial agent's trial) and the
+        trial total per (seed, task) with its interval; ``None`` when no run has an eval.json.
+    """
     docs = [r.evaluation for r in runs if r.evaluation is not None]
     if not docs:
         return None
@@ -165,8 +201,8 @@ def _pooled_eval(runs: Sequence[RunInfo]) -> dict[str, Any] | None:
         success = np.asarray(
             [[float(np.mean(r)) for r in t["successes"][:num_rounds]] for d in docs for t in d["per_task"]], dtype=np.float64
         )
-    rounds = []
-    for k in range(num_rounds):
+    summary = []
+    for k in range(num_rounds) if rounds is None else sorted(set(rounds)):
         row: dict[str, Any] = {
             "round": k,
             "return_mean": float(returns[:, k].mean()),
@@ -174,55 +210,392 @@ def _pooled_eval(runs: Sequence[RunInfo]) -> dict[str, Any] | None:
             "success_rate": None if success is None else float(success[:, k].mean()),
             "success_ci95": None if success is None else list(bootstrap_ci(success[:, k], seed=1000 + k)),
         }
-        rounds.append(row)
-    trial_totals = returns.sum(axis=1)
+        summary.append(row)
     first = docs[0]
+    adaptation = first.get("adaptation", "gradient")
+    quotas = first["episodes_per_round"]
+    blocks = adaptation == "trial" and isinstance(quotas, list)
+    if blocks:
+        # One trial split into blocks of episodes (evaluation.evaluate): its total is the sum of
+        # every episode, not of the blocks' means.
+        totals = [sum(float(np.sum(r)) for r in t["returns"][:num_rounds]) for d in docs for t in d["per_task"]]
+        trial_totals = np.asarray(totals, dtype=np.float64)
+    else:
+        # One episode of each trial per round: the per-task mean of round k is the mean of episode
+        # k over the task's trials, so the sum over rounds is the task's mean trial total.
+        trial_totals = returns.sum(axis=1)
     return {
         **{k: first[k] for k in ("agent", "env", "preset", "split", "episodes_per_round")},
-        "adaptation": first.get("adaptation", "gradient"),
+        "adaptation": adaptation,
         "run": ", ".join(str(r.path.name) for r in runs),
         "num_tasks": int(returns.shape[0]),
         "num_seeds": len(docs),
-        "rounds": rounds,
+        "num_rounds": num_rounds,
+        "round_names": _round_names(adaptation, num_rounds, quotas if blocks else None),
+        "trial_episodes": int(sum(quotas[:num_rounds])) if blocks else num_rounds,
+        "rounds": summary,
         "trial_total": float(trial_totals.mean()),
         "trial_total_ci95": list(bootstrap_ci(trial_totals, seed=7)),
     }
 
 
-def compare_table(run_dirs: Sequence[str | Path]) -> str:
-    """A Markdown table of agents × rounds with 95% intervals, the paper's numbers beside ours."""
-    runs = [load_run(p) for p in run_dirs]
-    groups = group_runs(runs)
-    pooled = {g: _pooled_eval(rs) for g, rs in groups.items()}
-    pooled = {g: d for g, d in pooled.items() if d is not None}
-    if not pooled:
-        raise MetarlError("none of the given runs has an eval.json; run 'metarl evaluate RUN_DIR' first")
-    num_rounds = max(len(d["rounds"]) for d in pooled.values())
-    header = ["agent", "env [preset]", "seeds × tasks"] + [f"round {k}" for k in range(num_rounds)] + ["trial total", "paper"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (agent, env, preset), doc in sorted(pooled.items()):
+def _round_names(adaptation: str, num_rounds: int, blocks: Sequence[int] | None) -> list[str]:
+    """What round ``k`` is: ``"step k"`` (gradient), ``"episode k+1"`` (trial) or
+    ``"episodes a–b"`` (a trial split into blocks of episodes)."""
+    if adaptation != "trial":
+        return [f"step {k}" for k in range(num_rounds)]
+    if blocks is None:
+        return [f"episode {k + 1}" for k in range(num_rounds)]
+    edges = np.cumsum([0, *blocks])
+    return [
+        f"episode {edges[k] + 1}" if blocks[k] == 1 else f"episodes {edges[k] + 1}–{edges[k + 1]}" for k in range(num_rounds)
+    ]
+
+
+#: Round columns of the gradient agents' table: every round up to this many (MAML reports 0-3
+#: inner steps), else the first ones and the last.
+MAX_STEP_COLUMNS = 6
+#: Leading episode columns of the trial agents' table (then the last episode and the trial
+#: total): trials run to hundreds of episodes (Duan et al. 2016's n = 500 bandits).
+FIRST_EPISODE_COLUMNS = 3
+
+#: What a cell's interval is (evaluation.bootstrap_ci over the pooled per-(seed, task) means).
+INTERVAL_NOTE = "mean [95% bootstrap CI over seeds × tasks]"
+
+
+def _round_columns(counts: Sequence[int], *, first: int) -> tuple[list[int], bool]:
+    """The leading round indices a table shows as columns, and whether a "last round" column
+    follows them (when some group has more than ``first + 1`` rounds)."""
+    most = max(counts)
+    if most <= first + 1:
+        return list(range(most)), False
+    return list(range(first)), True
+
+
+def _cell(row: Mapping[str, Any]) -> str:
+    cell = f"{row['return_mean']:.2f} [{row['return_ci95'][0]:.2f}, {row['return_ci95'][1]:.2f}]"
+    if row["success_rate"] is not None:
+        lo, hi = row["success_ci95"]
+        cell += f"<br>success {100 * row['success_rate']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return cell
+
+
+def _kind_table(groups: Mapping[tuple[str, str, str], list[RunInfo]], *, adaptation: str) -> list[str]:
+    """The Markdown lines of one table: a caption, the table, and a note of the rounds shown."""
+    trial = adaptation == "trial"
+    counts = {g: _num_rounds(rs) for g, rs in groups.items()}
+    first = FIRST_EPISODE_COLUMNS if trial else MAX_STEP_COLUMNS - 1
+    leading, has_last = _round_columns(list(counts.values()), first=first)
+    docs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for g, rs in groups.items():
+        wanted = [k for k in leading if k < counts[g]] + ([counts[g] - 1] if has_last and counts[g] > first else [])
+        doc = _pooled_eval(rs, rounds=wanted)
+        if doc is not None:  # compare_table passes only groups with an eval.json
+            docs[g] = doc
+    # Column k is round k (episode k + 1 of a trial, or k inner steps); a group whose round k is
+    # something else (a block of episodes) names it inside its cell.
+    headers = _round_names(adaptation, len(leading), None)
+    last_names = {d["round_names"][-1] for d in docs.values() if d["num_rounds"] > first}
+    last_header = ""
+    if has_last:
+        last_header = next(iter(last_names)) if len(last_names) == 1 else ("last episode" if trial else "last step")
+    header = ["agent", "env [preset]", "seeds × tasks", *headers, *([last_header] if has_last else [])]
+    header += ["trial total", "paper"] if trial else ["paper"]
+    lines = [f"**{'Trial' if trial else 'Gradient'} agents**: return per {'episode of a trial' if trial else 'inner gradient step'}, {INTERVAL_NOTE}", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (agent, env, preset), doc in sorted(docs.items()):
+        by_round = {r["round"]: r for r in doc["rounds"]}
         cells = [agent, f"{env} [{preset}]", f"{doc['num_seeds']} × {doc['num_tasks'] // doc['num_seeds']}"]
-        for k in range(num_rounds):
-            if k >= len(doc["rounds"]):
+        for k, name in zip(leading, headers):
+            if k not in by_round:
                 cells.append("")
                 continue
-            r = doc["rounds"][k]
-            cell = f"{r['return_mean']:.2f} [{r['return_ci95'][0]:.2f}, {r['return_ci95'][1]:.2f}]"
-            if r["success_rate"] is not None:
-                cell += f"<br>success {100 * r['success_rate']:.1f}% [{100 * r['success_ci95'][0]:.1f}, {100 * r['success_ci95'][1]:.1f}]"
-            cells.append(cell)
-        if doc["adaptation"] == "trial":
-            cells.append(f"{doc['trial_total']:.2f} [{doc['trial_total_ci95'][0]:.2f}, {doc['trial_total_ci95'][1]:.2f}]")
-        else:
-            cells.append("")
+            own = doc["round_names"][k]
+            cells.append(_cell(by_round[k]) if own == name else f"{own}: {_cell(by_round[k])}")
+        if has_last:
+            k = doc["num_rounds"] - 1
+            if doc["num_rounds"] <= first:
+                cells.append("")  # its last round is already a leading column
+            else:
+                own = doc["round_names"][k]
+                cells.append(_cell(by_round[k]) if own == last_header else f"{own}: {_cell(by_round[k])}")
+        if trial:
+            lo, hi = doc["trial_total_ci95"]
+            cells.append(f"{doc['trial_total']:.2f} [{lo:.2f}, {hi:.2f}]")
         cells.append(paper_numbers(agent, env, preset))
         lines.append("| " + " | ".join(cells) + " |")
+    most = max(counts.values())
+    if trial:
+        shown = f"episodes 1–{len(leading)} and the last one" if has_last else ("episode 1" if most == 1 else f"episodes 1–{most}")
+        note = (
+            f"Episode k: the k-th episode of a trial, the agent keeping its memory across episodes; shown: {shown} "
+            f"(trials of {_count_text(d['trial_episodes'] for d in docs.values())} episodes). Trial total: the sum of a trial's episode returns, "
+            "Duan et al. 2016's metric (Tables 1–2)."
+        )
+    else:
+        shown = f"steps 0–{leading[-1]} and the last one" if has_last else ("step 0" if most == 1 else f"steps 0–{most - 1}")
+        note = (
+            f"Step k: the policy after k inner gradient steps on the task (step 0: before adaptation); shown: {shown} "
+            f"(of {_count_text(counts.values())} rounds)."
+        )
+    lines += ["", note]
+    return lines
+
+
+def _count_text(counts: Any) -> str:
+    """``"4, 10 or 100"``."""
+    values = [str(v) for v in sorted(set(int(c) for c in counts))]
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def compare_table(run_dirs: Sequence[str | Path]) -> str:
+    """Markdown tables of agents × rounds with 95% intervals, the paper's numbers beside ours.
+
+    Runs of one (agent, env, preset) are seeds and are pooled: every (seed, task) pair is one
+    sample of the interval. Gradient agents (round k = k inner steps) and trial agents (round k =
+    episode k + 1 of a trial) get a table each, with a caption saying what the cells are and a
+    note saying which rounds are shown: every step up to :data:`MAX_STEP_COLUMNS`, else the
+    first ones and the last; for trials the first :data:`FIRST_EPISODE_COLUMNS` episodes, the
+    last one and the trial total.
+    """
+    runs = [load_run(p) for p in run_dirs]
+    groups = {g: rs for g, rs in group_runs(runs).items() if _num_rounds(rs) > 0}
+    if not groups:
+        raise MetarlError("none of the given runs has an eval.json; run 'metarl evaluate RUN_DIR' first")
+    kinds: dict[str, dict[tuple[str, str, str], list[RunInfo]]] = defaultdict(dict)
+    for g, rs in groups.items():
+        doc = next(r.evaluation for r in rs if r.evaluation is not None)
+        kinds["trial" if doc.get("adaptation", "gradient") == "trial" else "gradient"][g] = rs
+    lines: list[str] = []
+    for kind in ("gradient", "trial"):
+        if kind in kinds:
+            lines += ([""] if lines else []) + _kind_table(kinds[kind], adaptation=kind)
     return "\n".join(lines)
 
 
+#: The belief trajectories ``metarl evaluate`` writes for agents with a ``beliefs`` method.
+BELIEF_NAME = "belief.json"
+#: Grid snapshots per task in a belief plot: the prior, then the end of the first episodes.
+MAX_SNAPSHOTS = 6
+
+_GOAL = re.compile(r"goal=\(([^()]*)\)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BeliefSeries:
+    """One trial's belief, ready to draw (from one entry of ``belief.json``'s ``trials``).
+
+    Attributes:
+        task: the task's string.
+        mean: ``[T, L]`` posterior mean the policy acted on at each step (``[0]``: the prior).
+        std: ``[T, L]`` posterior standard deviation, ``exp(logvar / 2)``.
+        episode_starts: step index of each episode's first step.
+        episode_returns: undiscounted return of each episode.
+        snapshots: ``(step, label)`` of each grid heatmap: the prior, the belief after each
+            episode (at the next episode's first step) and the last step; empty without
+            ``cell_probabilities``.
+        cells: ``[K, X, Y]`` p(goal at cell ``(x, y)``) at the snapshots, or ``None``.
+        positions: ``[K, 2]`` the agent's cell at the snapshots (its observation), or ``None``.
+        goal: the true goal cell parsed from the task string, or ``None``.
+    """
+
+    task: str
+    mean: np.ndarray
+    std: np.ndarray
+    episode_starts: list[int]
+    episode_returns: list[float]
+    snapshots: list[tuple[int, str]]
+    cells: np.ndarray | None
+    positions: np.ndarray | None
+    goal: tuple[int, ...] | None
+
+
+def load_belief(path: str | Path) -> dict[str, Any]:
+    """Read a ``belief.json``; one-line error when it is not one."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MetarlError(f"{str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    trials = doc.get("trials") if isinstance(doc, dict) else None
+    if not isinstance(trials, list) or not trials:
+        raise MetarlError(f"{str(path)!r} is not a belief file: it has no non-empty 'trials' list")
+    for i, trial in enumerate(trials):
+        missing = [k for k in ("task", "mean", "logvar", "episode_starts") if k not in trial]
+        if missing:
+            raise MetarlError(f"{str(path)!r}: trial {i} lacks {choices(missing)}; a trial needs 'episode_starts', 'logvar', 'mean', 'task'")
+        if np.shape(trial["mean"]) != np.shape(trial["logvar"]) or np.ndim(trial["mean"]) != 2:
+            raise MetarlError(
+                f"{str(path)!r}: trial {i} has mean {np.shape(trial['mean'])} and logvar {np.shape(trial['logvar'])}; both must be [steps, latent_dim]"
+            )
+    return doc
+
+
+def _parse_goal(task: str, shape: Sequence[int]) -> tuple[int, ...] | None:
+    """The goal cell in a task string such as ``gridworld[varibad]/test#9(goal=(1, 4))``
+    (envs/gridworld.py), when it is a cell of a grid of ``shape``."""
+    match = _GOAL.search(task)
+    if match is None:
+        return None
+    try:
+        values = [float(v) for v in match.group(1).split(",")]
+    except ValueError:
+        return None
+    if len(values) != len(shape) or any(v != round(v) or not 0 <= v < n for v, n in zip(values, shape)):
+        return None
+    return tuple(int(v) for v in values)
+
+
+def belief_series(trial: Mapping[str, Any], *, grid_shape: Sequence[int] | None = None) -> BeliefSeries:
+    """The arrays a belief plot draws for one trial of ``belief.json``.
+
+    Args:
+        trial: one entry of ``trials`` (see ``VariBAD.beliefs``).
+        grid_shape: the file's ``grid_shape``; with a 2-D grid and ``cell_probabilities`` in
+            the trial, the snapshots hold p(goal at cell), indexed row-major with the first
+            coordinate slowest (the decoder's cell index ``x * Y + y``).
+    """
+    mean = np.asarray(trial["mean"], dtype=np.float64)
+    std = np.exp(0.5 * np.asarray(trial["logvar"], dtype=np.float64))
+    steps = mean.shape[0]
+    starts = [int(s) for s in trial["episode_starts"]]
+    cells = positions = goal = None
+    snapshots: list[tuple[int, str]] = []
+    probabilities = trial.get("cell_probabilities")
+    if probabilities is not None and grid_shape is not None and len(grid_shape) == 2:
+        shape = (int(grid_shape[0]), int(grid_shape[1]))
+        # mean[t] is the posterior after t transitions, so the belief at the end of episode e is
+        # the one at the next episode's first step; the last episode ends at the last recorded step.
+        snapshots = [(0, "t=0 (prior)")]
+        ends = [(s, f"t={s} (after ep {e + 1})") for e, s in enumerate(starts[1:])]
+        snapshots += ends[: MAX_SNAPSHOTS - 2] + [(steps - 1, f"t={steps - 1} (last step)")]
+        snapshots = list(dict(snapshots).items())  # a one-step trial has t=0 only once
+        probs = np.asarray(probabilities, dtype=np.float64)
+        cells = np.stack([probs[t].reshape(shape) for t, _ in snapshots])
+        observations = trial.get("observations")
+        if observations is not None and np.shape(observations)[1] >= 2:
+            positions = np.asarray([observations[t][:2] for t, _ in snapshots], dtype=np.float64)
+        goal = _parse_goal(str(trial["task"]), shape)
+    return BeliefSeries(
+        task=str(trial["task"]),
+        mean=mean,
+        std=std,
+        episode_starts=starts,
+        episode_returns=[float(r) for r in trial.get("episode_returns", [])],
+        snapshots=snapshots,
+        cells=cells,
+        positions=positions,
+        goal=goal,
+    )
+
+
+def plot_belief(path: str | Path, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Plot the belief over time on a few tasks (as VariBAD, Zintgraf et al. 2020 §5.1, shows it).
+
+    One row per trial: the posterior mean of each latent dimension over the trial's steps with
+    a ±1 std band, dashed lines at episode starts, each episode's return written above it; with
+    ``cell_probabilities`` (gridworld), a strip of p(goal at cell) heatmaps at the
+    :attr:`BeliefSeries.snapshots` with the true goal (star) and the agent (circle).
+
+    Args:
+        path: the PNG to write.
+        doc: a ``belief.json`` document (see :func:`load_belief`).
+
+    Returns:
+        ``{"path", "rows", "line_panels", "heatmap_panels", "snapshots"}``: the written file, the
+        number of each kind of panel and the snapshot steps of each row.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    series = [belief_series(t, grid_shape=doc.get("grid_shape")) for t in doc["trials"]]
+    rows = len(series)
+    strip = max(len(s.snapshots) for s in series)
+    latent_dim = series[0].mean.shape[1]
+    width = 7.5 + (1.6 * strip + 0.8 if strip else 0)
+    fig = plt.figure(figsize=(width, 2.7 * rows + 0.9), layout="constrained")
+    grid = fig.add_gridspec(rows, 1 + strip, width_ratios=[4.5] + [1] * strip)
+    colours = plt.get_cmap("tab10").colors
+    heatmaps = 0
+    image = None
+    for i, s in enumerate(series):
+        ax = fig.add_subplot(grid[i, 0])
+        t = np.arange(s.mean.shape[0])
+        for d in range(latent_dim):
+            colour = colours[d % len(colours)]
+            ax.plot(t, s.mean[:, d], color=colour, lw=1.2)
+            ax.fill_between(t, s.mean[:, d] - s.std[:, d], s.mean[:, d] + s.std[:, d], color=colour, alpha=0.18, lw=0)
+        for start in s.episode_starts[1:]:
+            ax.axvline(start - 0.5, color="0.3", ls="--", lw=0.8)
+        bounds = [*s.episode_starts, len(t)]
+        for e, ret in enumerate(s.episode_returns[: len(s.episode_starts)]):
+            ax.text((bounds[e] + bounds[e + 1] - 1) / 2, 1.0, f"R={ret:.3g}", transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=7, color="0.25")
+        ax.set_xlim(-0.5, len(t) - 0.5)
+        ax.set_title(s.task, fontsize=9, loc="left", pad=12)
+        ax.set_ylabel("posterior mean ± 1 std")
+        ax.grid(alpha=0.3)
+        if i == rows - 1:
+            ax.set_xlabel("step within the trial (episode starts dashed)")
+        row_axes = []
+        for j, (_, label) in enumerate(s.snapshots if s.cells is not None else []):
+            hx = fig.add_subplot(grid[i, 1 + j])
+            # cells[j] is [x, y]; transposed so that x runs right and y (action "up") runs up.
+            image = hx.imshow(s.cells[j].T, origin="lower", vmin=0.0, vmax=1.0, cmap="viridis")
+            for edge in range(1, max(s.cells.shape[1:])):
+                hx.axvline(edge - 0.5, color="white", lw=0.3, alpha=0.5)
+                hx.axhline(edge - 0.5, color="white", lw=0.3, alpha=0.5)
+            if s.goal is not None:
+                hx.plot(*s.goal, marker="*", ms=11, color="red", mec="white", mew=0.8, ls="")
+            if s.positions is not None:
+                hx.plot(*s.positions[j], marker="o", ms=7, mfc="none", mec="white", mew=1.5, ls="")
+            hx.set_title(label, fontsize=7)
+            if i == rows - 1 and j == 0:
+                # Cell coordinates once, on the bottom-left grid: tick labels on every grid
+                # would cost more layout time than the rest of the figure.
+                hx.set_xticks(range(s.cells.shape[1]))
+                hx.set_yticks(range(s.cells.shape[2]))
+                hx.tick_params(labelsize=6, length=2)
+                hx.set_xlabel("x", fontsize=8)
+                hx.set_ylabel("y", fontsize=8)
+            else:
+                hx.set_xticks([])
+                hx.set_yticks([])
+            row_axes.append(hx)
+            heatmaps += 1
+        if row_axes and image is not None:
+            fig.colorbar(image, ax=row_axes, shrink=0.8, pad=0.02).set_label("p(goal at cell)", fontsize=7)
+    handles = [Line2D([], [], color=colours[d % len(colours)], lw=1.2, label=f"latent dim {d}") for d in range(latent_dim)]
+    handles += [Patch(color="0.5", alpha=0.3, label="± 1 std"), Line2D([], [], color="0.3", ls="--", lw=0.8, label="episode start")]
+    if heatmaps:
+        handles += [
+            Line2D([], [], marker="*", ms=10, color="red", mec="white", ls="", label="true goal"),
+            Line2D([], [], marker="o", ms=7, mfc="none", mec="0.2", mew=1.5, ls="", label="agent"),
+        ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 10), fontsize=8)
+    mode = "deterministic" if doc.get("deterministic", True) else "stochastic"
+    fig.suptitle(f"{doc.get('agent', 'agent')}: belief over one trial per held-out task ({mode} policy)", fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {
+        "path": path,
+        "rows": rows,
+        "line_panels": rows,
+        "heatmap_panels": heatmaps,
+        "snapshots": [[step for step, _ in s.snapshots] for s in series],
+    }
+
+
 def main_plot(args: argparse.Namespace) -> list[Path]:
-    """``metarl plot RUN_DIR... [--out DIR] [--aggregate mean|iqm]``: PNGs of learning curves and
-    adaptation curves; returns the written paths."""
+    """``metarl plot RUN_DIR... [--out DIR] [--aggregate mean|iqm]``: PNGs of learning curves,
+    adaptation curves and, for each run with a ``belief.json``, its belief plot (``belief.png``,
+    or ``belief_<run>.png`` when several runs have one); returns the written paths."""
     from metarl.evaluation import plot_adaptation
 
     runs = [load_run(p) for p in args.run_dirs]
@@ -236,6 +609,14 @@ def main_plot(args: argparse.Namespace) -> list[Path]:
     pooled = [d for d in (_pooled_eval(rs) for rs in groups.values()) if d is not None]
     if pooled:
         written.append(plot_adaptation(out / "adaptation.png", pooled))
+    with_belief = [run for run in runs if (run.path / BELIEF_NAME).is_file()]
+    names: set[str] = set()
+    for run in with_belief:
+        name = "belief.png" if len(with_belief) == 1 else f"belief_{run.path.name}.png"
+        while name in names:  # runs from different parents may share a folder name
+            name = f"{Path(name).stem}_{len(names)}.png"
+        names.add(name)
+        written.append(plot_belief(out / name, load_belief(run.path / BELIEF_NAME))["path"])
     return written
 
 
