@@ -1,4 +1,4 @@
-"""One adaptation protocol for every agent (design §4 "evaluate()", issue #7).
+"""One adaptation protocol for every agent (design §4 "evaluate()").
 
 Round ``k`` is the agent's behaviour after ``k`` adaptations, on held-out tasks:
 
@@ -123,7 +123,7 @@ class EvalReport:
         return out
 
     def to_dict(self, *, run: str, agent: str, env: str, preset: str, split: str, seed: int) -> dict[str, Any]:
-        """The ``eval.json`` document (schema in issue #7)."""
+        """The ``eval.json`` document: run identity, per-round summaries and per-task episodes."""
         return {
             "metarl_version": __version__,
             "run": run,

@@ -1,7 +1,6 @@
-"""Learning curves, adaptation curves, belief plots and comparison tables over run directories
-(issue #7).
+"""Learning curves, adaptation curves, belief plots and comparison tables over run directories.
 
-Runs are grouped by (agent, env, preset): runs of one group are seeds and are aggregated (mean or
+Runs are grouped by (agent, env, preset, config name): runs of one group are seeds and are aggregated (mean or
 interquartile mean, with 95% bootstrap bands across seeds). Adaptation results come from each
 run's ``eval.json``; with several seeds, each (seed, task) pair is one sample of the interval.
 Belief plots come from the ``belief.json`` that ``metarl evaluate`` writes for agents with a
@@ -16,7 +15,7 @@ import dataclasses
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,14 @@ class RunInfo:
         return int(self.config.get("run", {}).get("seed", 0))
 
     @property
-    def group(self) -> tuple[str, str, str]:
-        return (self.agent, self.env, self.preset)
+    def name(self) -> str:
+        """The run's config name (``run.name``: the config file's stem unless set)."""
+        return str(self.config.get("run", {}).get("name") or "")
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        """Seeds of one experiment share agent, env, preset and config name."""
+        return (self.agent, self.env, self.preset, self.name)
 
 
 def load_run(path: str | Path) -> RunInfo:
@@ -103,8 +108,9 @@ def _float(value: str | None) -> float:
         return math.nan
 
 
-def group_runs(runs: Sequence[RunInfo]) -> dict[tuple[str, str, str], list[RunInfo]]:
-    groups: dict[tuple[str, str, str], list[RunInfo]] = defaultdict(list)
+def group_runs(runs: Sequence[RunInfo]) -> dict[tuple[str, str, str, str], list[RunInfo]]:
+    """Runs by (agent, env, preset, config name): the runs of one group are seeds."""
+    groups: dict[tuple[str, str, str, str], list[RunInfo]] = defaultdict(list)
     for run in runs:
         groups[run.group].append(run)
     return dict(groups)
@@ -123,7 +129,7 @@ def _aggregate(values: np.ndarray, how: str) -> tuple[float, float, float]:
     return (centre, float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-def _learning_curves(groups: dict[tuple[str, str, str], list[RunInfo]], out: Path, how: str) -> list[Path]:
+def _learning_curves(groups: dict[tuple[str, str, str, str], list[RunInfo]], out: Path, how: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,7 +144,7 @@ def _learning_curves(groups: dict[tuple[str, str, str], list[RunInfo]], out: Pat
     for key in keys:
         fig, ax = plt.subplots(figsize=(6.5, 4))
         drawn = False
-        for (agent, env, preset), runs in sorted(groups.items()):
+        for (agent, env, preset, config_name), runs in sorted(groups.items()):
             series = [[(row["env_steps"], row[key]) for row in run.metrics if math.isfinite(row.get(key, math.nan))] for run in runs]
             series = [s for s in series if s]
             if not series:
@@ -147,7 +153,7 @@ def _learning_curves(groups: dict[tuple[str, str, str], list[RunInfo]], out: Pat
             steps = np.array([p[0] for p in series[0][:length]])
             values = np.array([[p[1] for p in s[:length]] for s in series])  # [seeds, points]
             agg = np.array([_aggregate(values[:, i], how) for i in range(length)])
-            label = f"{agent} on {env}[{preset}] ({len(series)} seed{'s' if len(series) > 1 else ''})"
+            label = f"{agent} on {env}[{preset}] '{config_name}' ({len(series)} seed{'s' if len(series) > 1 else ''})"
             (line,) = ax.plot(steps, agg[:, 0], label=label)
             if len(series) > 1:
                 ax.fill_between(steps, agg[:, 1], agg[:, 2], alpha=0.25, color=line.get_color())
@@ -280,13 +286,13 @@ def _cell(row: Mapping[str, Any]) -> str:
     return cell
 
 
-def _kind_table(groups: Mapping[tuple[str, str, str], list[RunInfo]], *, adaptation: str) -> list[str]:
+def _kind_table(groups: Mapping[tuple[str, str, str, str], list[RunInfo]], *, adaptation: str) -> list[str]:
     """The Markdown lines of one table: a caption, the table, and a note of the rounds shown."""
     trial = adaptation == "trial"
     counts = {g: _num_rounds(rs) for g, rs in groups.items()}
     first = FIRST_EPISODE_COLUMNS if trial else MAX_STEP_COLUMNS - 1
     leading, has_last = _round_columns(list(counts.values()), first=first)
-    docs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    docs: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for g, rs in groups.items():
         wanted = [k for k in leading if k < counts[g]] + ([counts[g] - 1] if has_last and counts[g] > first else [])
         doc = _pooled_eval(rs, rounds=wanted)
@@ -303,9 +309,12 @@ def _kind_table(groups: Mapping[tuple[str, str, str], list[RunInfo]], *, adaptat
     header += ["trial total", "paper"] if trial else ["paper"]
     lines = [f"**{'Trial' if trial else 'Gradient'} agents**: return per {'episode of a trial' if trial else 'inner gradient step'}, {INTERVAL_NOTE}", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (agent, env, preset), doc in sorted(docs.items()):
+    shared = Counter((agent, env, preset) for agent, env, preset, _ in docs)
+    for (agent, env, preset, config_name), doc in sorted(docs.items()):
         by_round = {r["round"]: r for r in doc["rounds"]}
-        cells = [agent, f"{env} [{preset}]", f"{doc['num_seeds']} × {doc['num_tasks'] // doc['num_seeds']}"]
+        # Two experiments of one agent, env and preset are told apart by their config names.
+        label = f"{agent} ({config_name})" if shared[(agent, env, preset)] > 1 else agent
+        cells = [label, f"{env} [{preset}]", f"{doc['num_seeds']} × {doc['num_tasks'] // doc['num_seeds']}"]
         for k, name in zip(leading, headers):
             if k not in by_round:
                 cells.append("")
@@ -351,7 +360,7 @@ def _count_text(counts: Any) -> str:
 def compare_table(run_dirs: Sequence[str | Path]) -> str:
     """Markdown tables of agents × rounds with 95% intervals, the paper's numbers beside ours.
 
-    Runs of one (agent, env, preset) are seeds and are pooled: every (seed, task) pair is one
+    Runs of one (agent, env, preset, config name) are seeds and are pooled: every (seed, task) pair is one
     sample of the interval. Gradient agents (round k = k inner steps) and trial agents (round k =
     episode k + 1 of a trial) get a table each, with a caption saying what the cells are and a
     note saying which rounds are shown: every step up to :data:`MAX_STEP_COLUMNS`, else the
@@ -362,7 +371,7 @@ def compare_table(run_dirs: Sequence[str | Path]) -> str:
     groups = {g: rs for g, rs in group_runs(runs).items() if _num_rounds(rs) > 0}
     if not groups:
         raise MetarlError("none of the given runs has an eval.json; run 'metarl evaluate RUN_DIR' first")
-    kinds: dict[str, dict[tuple[str, str, str], list[RunInfo]]] = defaultdict(dict)
+    kinds: dict[str, dict[tuple[str, str, str, str], list[RunInfo]]] = defaultdict(dict)
     for g, rs in groups.items():
         doc = next(r.evaluation for r in rs if r.evaluation is not None)
         kinds["trial" if doc.get("adaptation", "gradient") == "trial" else "gradient"][g] = rs

@@ -1,4 +1,4 @@
-"""The sampler: the only code that steps environments (design §4, issue #4).
+"""The sampler: the only code that steps environments (design §4).
 
 :meth:`Sampler.collect` runs a batched :class:`~metarl.types.Policy` on one slot per trial, calls
 it once per step for all slots, and returns a time-major :class:`~metarl.types.TrialBatch`.

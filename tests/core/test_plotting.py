@@ -23,10 +23,11 @@ from metarl.plotting import (
 )
 
 
-def make_run(root, name, *, agent, seed, returns, env="navigation-2d", preset="maml", successes=None, adaptation="gradient"):
+def make_run(root, name, *, agent, seed, returns, env="navigation-2d", preset="maml", successes=None, adaptation="gradient", config_name=None):
     run = root / name
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"run": {"seed": seed}, "env": {"name": env, "preset": preset}, "agent": {"name": agent}}))
+    run_section = {"seed": seed} if config_name is None else {"seed": seed, "name": config_name}
+    (run / "config.yaml").write_text(yaml.safe_dump({"run": run_section, "env": {"name": env, "preset": preset}, "agent": {"name": agent}}))
     with (run / "metrics.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["iteration", "env_steps", "meta_train/return_pre", "meta_train/return_post", "time/learn_s"])
@@ -69,6 +70,22 @@ def test_compare_pools_seeds_and_shows_paper(tmp_path):
     assert row[:5] == ["maml-trpo", "navigation-2d [maml]", "2 × 10", _ci(pooled[0], 0), _ci(pooled[1], 1)]
     assert row[5].startswith("MAML (Finn et al. 2017, Table 4): -40.41")
     assert lines[-1] == "Step k: the policy after k inner gradient steps on the task (step 0: before adaptation); shown: steps 0–1 (of 2 rounds)."
+
+
+def test_compare_keeps_different_experiments_apart(tmp_path):
+    """Seeds pool only within one config: a scaled-down config on the same env is its own row."""
+    rng = np.random.default_rng(1)
+    full = [rng.normal(-12, 2, size=(6, 2, 3)) for _ in range(2)]
+    small = rng.normal(-20, 2, size=(6, 2, 3))
+    runs = [
+        make_run(tmp_path, "full0", agent="maml-trpo", seed=0, returns=full[0], config_name="navigation-2d"),
+        make_run(tmp_path, "full1", agent="maml-trpo", seed=1, returns=full[1], config_name="navigation-2d"),
+        make_run(tmp_path, "quick", agent="maml-trpo", seed=0, returns=small, config_name="quickstart"),
+    ]
+    _, first, second = _table_rows(compare_table(runs))
+    assert first[:3] == ["maml-trpo (navigation-2d)", "navigation-2d [maml]", "2 × 6"]
+    assert first[3] == _ci(np.concatenate([full[0][:, 0].mean(1), full[1][:, 0].mean(1)]), 0)
+    assert second[:4] == ["maml-trpo (quickstart)", "navigation-2d [maml]", "1 × 6", _ci(small[:, 0].mean(1), 0)]
 
 
 def test_compare_long_trial_shows_first_last_and_total(tmp_path):
