@@ -207,7 +207,10 @@ class MAMLAgent(Agent):
             init_log_std=config.init_log_std,
             generator=torch_generator(seed, "maml", "init"),
         ).to(self.device)
+        # Training and evaluation draw action noise from separate streams, so evaluating (how
+        # often, on how many tasks) never changes the course of training.
         self.generator = torch_generator(seed, "maml", "actions", device=self.device)
+        self.eval_generator = torch_generator(seed, "maml", "eval-actions", device=self.device)
         self.iteration = 0
 
     # ---------------------------------------------------------------- context and policy
@@ -224,7 +227,8 @@ class MAMLAgent(Agent):
         return {k: v.detach().clone() for k, v in stack_params(self.meta_parameters(), num_tasks).items()}
 
     def policy(self, context: Mapping[str, torch.Tensor], *, deterministic: bool = False) -> MAMLPolicy:
-        return MAMLPolicy(self.net, context, generator=self.generator, deterministic=deterministic, device=self.device)
+        """The policy of ``context`` for evaluation (its own action-noise stream)."""
+        return MAMLPolicy(self.net, context, generator=self.eval_generator, deterministic=deterministic, device=self.device)
 
     def task_data(self, batch: TrialBatch, num_tasks: int) -> TaskData:
         """``batch`` as per-task support or query data (advantages included)."""
@@ -260,9 +264,8 @@ class MAMLAgent(Agent):
         return {k: v.detach() for k, v in adapted.items()}
 
     def _collect(self, sampler: Any, tasks: Sequence[Task], context: Mapping[str, torch.Tensor]) -> TaskData:
-        batch = sampler.collect(
-            self.policy(context), tasks, episodes_per_task=self.config.episodes_per_task, episodes_per_trial=1
-        )
+        policy = MAMLPolicy(self.net, context, generator=self.generator, device=self.device)
+        batch = sampler.collect(policy, tasks, episodes_per_task=self.config.episodes_per_task, episodes_per_trial=1)
         return self.task_data(batch, len(tasks))
 
     def _collect_and_adapt(self, sampler: Any, tasks: Sequence[Task]) -> tuple[list[TaskData], Params]:
@@ -303,16 +306,20 @@ class MAMLAgent(Agent):
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Weights, the action-noise generator and the iteration counter."""
+        """Weights, the training and evaluation action-noise generators and the iteration counter."""
         return {
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "generator": self.generator.get_state(),
+            "eval_generator": self.eval_generator.get_state(),
             "iteration": self.iteration,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.generator.set_state(state["generator"].cpu())
+        # Checkpoints written before evaluation had its own stream keep the fresh one.
+        if "eval_generator" in state:
+            self.eval_generator.set_state(state["eval_generator"].cpu())
         self.iteration = int(state["iteration"])
 
 
@@ -455,7 +462,7 @@ class MAMLPPO(SupportQueryAgent):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Weights, Adam's state, the action-noise generator and the iteration counter."""
+        """Weights, Adam's state, the action-noise generators and the iteration counter."""
         # A deep copy: Adam's state tensors are updated in place by later steps.
         return {**super().state_dict(), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 

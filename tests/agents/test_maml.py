@@ -391,16 +391,39 @@ def test_policy_uses_each_slots_task_parameters_and_the_agents_generator():
         for b in range(6):
             params = {k: v[layout[b]] for k, v in context.items()}
             torch.testing.assert_close(acted[b], torch.func.functional_call(agent.net, params, (obs[b].double(),))[0])
-    # Stochastic actions come from the agent's generator only.
+    # Stochastic actions come from the agent's evaluation generator only.
     stochastic = agent.policy(context)
-    state = agent.generator.get_state()
+    state = agent.eval_generator.get_state()
+    train_state = agent.generator.get_state()
     a1, _, _ = stochastic.act(inputs, stochastic.initial_state(task_index))
-    agent.generator.set_state(state)
+    assert torch.equal(agent.generator.get_state(), train_state)
+    agent.eval_generator.set_state(state)
     a2, _, _ = stochastic.act(inputs, stochastic.initial_state(task_index))
     assert torch.equal(a1, a2) and not torch.equal(a1, action)
     assert torch.equal(torch.random.get_rng_state(), rng_before)
     with pytest.raises(ConfigError, match="out of range"):
         policy.initial_state(torch.tensor([0, 3]))
+
+
+def test_evaluation_does_not_perturb_training():
+    """Training draws action noise from its own stream: an evaluation between two meta-updates
+    leaves the second update exactly as without it."""
+    from metarl.envs import make as make_dist
+    from metarl.evaluation import evaluate
+    from metarl.sampler import Sampler
+    from metarl.seeding import numpy_rng
+
+    dist = make_dist("navigation-2d")
+    agents = [MAMLTRPO(MAMLTRPO.Config(episodes_per_task=2, hidden_sizes=(8,)), dist=dist, device=torch.device("cpu"), seed=0) for _ in range(2)]
+    samplers = [Sampler(dist, seed=1) for _ in range(2)]
+    tasks = dist.sample(2, split="train", rng=numpy_rng(0, "tasks"))
+    for agent, sampler in zip(agents, samplers):
+        agent.meta_train_step(sampler, tasks)
+    evaluate(agents[0], Sampler(dist, seed=2), dist.sample(3, split="test", rng=numpy_rng(0, "test")), rounds=2, episodes_per_round=2)
+    for agent, sampler in zip(agents, samplers):
+        agent.meta_train_step(sampler, tasks)
+    assert torch.equal(*(flatten([p.detach() for p in a.net.parameters()]) for a in agents))
+    assert not torch.equal(agents[0].eval_generator.get_state(), agents[1].eval_generator.get_state())
 
 
 def test_same_seed_same_weights_and_global_rng_untouched():
