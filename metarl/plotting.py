@@ -129,7 +129,7 @@ def _aggregate(values: np.ndarray, how: str) -> tuple[float, float, float]:
     return (centre, float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-def _learning_curves(groups: dict[tuple[str, str, str, str], list[RunInfo]], out: Path, how: str) -> list[Path]:
+def _learning_curves(groups: dict[tuple[str, str, str, str], list[RunInfo]], out: Path, how: str, *, suffix: str = "") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,13 +162,13 @@ def _learning_curves(groups: dict[tuple[str, str, str, str], list[RunInfo]], out
             plt.close(fig)
             continue
         ax.set_xlabel("environment steps")
-        ylabel = "success rate" if "success" in key else "average episode return (undiscounted)"
+        ylabel = "success rate" if "success" in key else ("trial return (sum over its episodes)" if key.endswith("_trial") else "average episode return (undiscounted)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{key} ({how} across seeds, 95% bootstrap band)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out / f"curve_{key.replace('/', '_')}.png"
+        path = out / f"curve_{key.replace('/', '_')}{suffix}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path)
@@ -603,7 +603,8 @@ def plot_belief(path: str | Path, doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def main_plot(args: argparse.Namespace) -> list[Path]:
     """``metarl plot RUN_DIR... [--out DIR] [--aggregate mean|iqm]``: PNGs of learning curves,
-    adaptation curves and, for each run with a ``belief.json``, its belief plot (``belief.png``,
+    adaptation curves (one set per env and preset, suffixed ``_<env>-<preset>`` when the runs
+    span several) and, for each run with a ``belief.json``, its belief plot (``belief.png``,
     or ``belief_<run>.png`` when several runs have one); returns the written paths."""
     from metarl.evaluation import plot_adaptation
 
@@ -614,10 +615,17 @@ def main_plot(args: argparse.Namespace) -> list[Path]:
     out = Path(args.out) if getattr(args, "out", None) else runs[0].path / "plots"
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
-    written = _learning_curves(groups, out, how)
-    pooled = [d for d in (_pooled_eval(rs) for rs in groups.values()) if d is not None]
-    if pooled:
-        written.append(plot_adaptation(out / "adaptation.png", pooled))
+    # One set of figures per task distribution: returns of different envs share no scale.
+    by_env: dict[tuple[str, str], dict[tuple[str, str, str, str], list[RunInfo]]] = defaultdict(dict)
+    for key, members in groups.items():
+        by_env[(key[1], key[2])][key] = members
+    written: list[Path] = []
+    for (env, preset), env_groups in sorted(by_env.items()):
+        suffix = "" if len(by_env) == 1 else f"_{env}-{preset}"
+        written += _learning_curves(env_groups, out, how, suffix=suffix)
+        pooled = [d for d in (_pooled_eval(rs) for rs in env_groups.values()) if d is not None]
+        if pooled:
+            written.append(plot_adaptation(out / f"adaptation{suffix}.png", pooled))
     with_belief = [run for run in runs if (run.path / BELIEF_NAME).is_file()]
     names: set[str] = set()
     for run in with_belief:

@@ -185,6 +185,20 @@ def test_plot_writes_curves_and_adaptation(tmp_path):
     assert all(p.stat().st_size > 5000 for p in written)
 
 
+def test_plot_splits_figures_by_env(tmp_path):
+    """Runs on two task distributions get one set of figures each, never one shared axis."""
+    rng = np.random.default_rng(2)
+    runs = [
+        make_run(tmp_path, "nav", agent="maml-trpo", seed=0, returns=rng.normal(size=(4, 2, 2))),
+        make_run(tmp_path, "bandit", agent="rl2", seed=0, returns=rng.normal(size=(4, 3, 1)), env="bandit", preset="k5-n10", adaptation="trial"),
+    ]
+    written = main_plot(argparse.Namespace(run_dirs=runs, out=str(tmp_path / "plots"), aggregate="mean"))
+    names = sorted(p.name for p in written)
+    assert "adaptation_navigation-2d-maml.png" in names and "adaptation_bandit-k5-n10.png" in names
+    assert "adaptation.png" not in names
+    assert "curve_meta_train_return_pre_bandit-k5-n10.png" in names and "curve_meta_train_return_pre_navigation-2d-maml.png" in names
+
+
 def test_not_a_run_dir(tmp_path):
     with pytest.raises(MetarlError, match="is not a run directory"):
         compare_table([tmp_path])
