@@ -6,12 +6,14 @@ runs on it unchanged. :func:`metaworld_protocol` is our :func:`~metarl.evaluatio
 Meta-World's protocol (10 adaptation episodes, one adaptation step, then 3 evaluation episodes per
 task and goal).
 
-How the two count. Meta-World's ``evaluation`` turns on terminate-on-success and, on a vector env
-with several envs per task, takes the first ``num_episodes`` episodes *to finish* per task: a
-successful episode ends early, so a successful env contributes episodes faster and successes are
-over-represented when a task has more than one env. With one env per (task, goal), as in
-``metalearning_evaluation``'s ML1/ML10 test envs, both protocols count the same episodes. Ours gives
-every task exactly its quota of episodes, whatever their length.
+How the two count. Meta-World's ``evaluation`` turns on terminate-on-success, groups the envs by
+env class and takes, per class, the first ``num_episodes`` episodes *to finish* among all its
+envs: a successful episode ends early, so successes are over-represented whenever a class has
+more than one env. In ``Meta-World/ML1-test`` every env is the same class, so with its default
+``meta_batch_size=20`` an evaluation scores the 3 earliest finishers of 20 goals; with
+``meta_batch_size=1`` it scores that env's 3 episodes, exactly what ours counts for the goal
+(``metarl bench metaworld-protocol`` measures both; docs/metaworld-protocol.md). Ours gives every
+task exactly its quota of episodes, whatever their length.
 
 The adapter's episodes: during adaptation, each env's stream of steps is split at episode ends;
 every env contributes its first ``min`` complete episodes (the same count for every env, because

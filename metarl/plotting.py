@@ -587,7 +587,7 @@ def plot_belief(path: str | Path, doc: Mapping[str, Any]) -> dict[str, Any]:
         ]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 10), fontsize=8)
     mode = "deterministic" if doc.get("deterministic", True) else "stochastic"
-    fig.suptitle(f"{doc.get('agent', 'agent')}: belief over one trial per held-out task ({mode} policy)", fontsize=11)
+    fig.suptitle(f"{doc.get('agent', 'agent')}: belief over one trial per evaluation task ({mode} policy)", fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
