@@ -1,4 +1,4 @@
-"""Meta-World's own evaluation on metarl agents (issue #7).
+"""Meta-World's own evaluation on metarl agents.
 
 :class:`MetaWorldAgent` wraps any :class:`~metarl.types.Agent` as a Meta-World
 ``metaworld.evaluation.MetaLearningAgent``, so ``metaworld.evaluation.metalearning_evaluation``
