@@ -28,6 +28,7 @@ __all__ = [
     "Policy",
     "TrialBatch",
     "Agent",
+    "TrialAgent",
     "check_split",
     "check_num_tasks",
 ]
@@ -439,3 +440,14 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+
+class TrialAgent(Agent):
+    """An agent that adapts inside a trial (RL², VariBAD): its context lives in the policy's
+    recurrent state or belief, so there is none outside it and :meth:`adapt` is the identity."""
+
+    adaptation: Literal["gradient", "trial"] = "trial"
+
+    def initial_context(self, num_tasks: int) -> None:
+        """No context outside the policy's state."""
+        return None

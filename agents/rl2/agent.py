@@ -55,7 +55,7 @@ from metarl.ppo import (
 )
 from metarl.returns import gae
 from metarl.seeding import torch_generator
-from metarl.types import Agent, Policy, StepInputs, Task, TaskDistribution, TrialBatch
+from metarl.types import Policy, StepInputs, Task, TaskDistribution, TrialAgent, TrialBatch
 
 __all__ = [
     "RL2",
@@ -420,7 +420,7 @@ def _discounted_running_returns(rewards: torch.Tensor, mask: torch.Tensor, *, di
     return out
 
 
-class RL2(Agent):
+class RL2(TrialAgent):
     """RL² with PPO over whole trials (Duan et al. 2016).
 
     Args:
@@ -431,7 +431,6 @@ class RL2(Agent):
     """
 
     Config = RL2Config
-    adaptation = "trial"
 
     def __init__(self, config: RL2Config, *, dist: TaskDistribution, device: torch.device | str, seed: int):
         if not isinstance(config, RL2Config):
@@ -454,17 +453,9 @@ class RL2(Agent):
         self.iteration = 0
 
     # ------------------------------------------------------------------ acting
-    def initial_context(self, num_tasks: int) -> None:
-        """RL² has no context outside the policy's recurrent state."""
-        return None
-
     def policy(self, context: Any = None, *, deterministic: bool = False) -> RL2Policy:
         """The recurrent policy (``context`` is unused: adaptation happens in its state)."""
         return self._policy(self.eval_generator, deterministic=deterministic)
-
-    def adapt(self, batch: TrialBatch, context: Any, *, step: int = 0) -> Any:
-        """The context unchanged: RL² adapts inside a trial, in its hidden state."""
-        return context
 
     def _policy(self, generator: torch.Generator, *, deterministic: bool) -> RL2Policy:
         return RL2Policy(

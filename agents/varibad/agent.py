@@ -55,7 +55,7 @@ from metarl.ppo import (
     value_loss,
 )
 from metarl.seeding import numpy_rng, torch_generator
-from metarl.types import Agent, Policy, StepInputs, Task, TaskDistribution, TrialBatch
+from metarl.types import Policy, StepInputs, Task, TaskDistribution, TrialAgent, TrialBatch
 
 __all__ = ["VariBAD", "VariBADNetwork", "VariBADPolicy", "BeliefState"]
 
@@ -184,7 +184,7 @@ def _discounted_running_returns(rewards: torch.Tensor, mask: torch.Tensor, *, di
     return out
 
 
-class VariBAD(Agent):
+class VariBAD(TrialAgent):
     """VariBAD (Zintgraf et al. 2020): PPO on a VAE's belief over tasks.
 
     Args:
@@ -195,7 +195,6 @@ class VariBAD(Agent):
     """
 
     Config = VariBADConfig
-    adaptation = "trial"
 
     def __init__(self, config: VariBADConfig, *, dist: TaskDistribution, device: torch.device | str, seed: int):
         if not isinstance(config, VariBADConfig):
@@ -276,17 +275,9 @@ class VariBAD(Agent):
         self.env_steps = 0
 
     # ------------------------------------------------------------------ acting
-    def initial_context(self, num_tasks: int) -> None:
-        """VariBAD's context lives in the policy's state (the belief); there is none outside it."""
-        return None
-
     def policy(self, context: Any = None, *, deterministic: bool = False) -> VariBADPolicy:
         """The belief-conditioned policy (``context`` is unused)."""
         return self._policy(self.eval_generator, deterministic=deterministic)
-
-    def adapt(self, batch: TrialBatch, context: Any, *, step: int = 0) -> Any:
-        """The context unchanged: VariBAD adapts inside a trial, in its belief."""
-        return context
 
     def _policy(self, generator: torch.Generator, *, deterministic: bool) -> VariBADPolicy:
         return VariBADPolicy(
