@@ -99,7 +99,9 @@ class RunConfig:
 
     best_metric: str | None = None
     """Metric that selects the best checkpoint; ``None``: ``meta_train/return_post`` if the agent
-    reports it, else its first ``meta_train/return*`` metric."""
+    reports it, else its first ``meta_train/return*`` metric. A ``meta_valid/*`` metric selects
+    on validation tasks (``evaluation.validation_tasks``); ``meta_test/*`` metrics are refused,
+    since choosing a checkpoint on the test tasks would overstate its held-out performance."""
 
     best_mode: Literal["max", "min"] = "max"
     """Whether a larger or a smaller ``best_metric`` is better."""
@@ -155,6 +157,11 @@ class EvaluationConfig:
     deterministic: bool = False
     """Evaluate the policy's mean action instead of sampling."""
 
+    validation_tasks: int = at_least(0, 0)
+    """Tasks from the train split, drawn apart from the training stream, evaluated beside the
+    test tasks at every periodic evaluation (``meta_valid/*`` metrics); they are what
+    ``run.best_metric`` may select on. 0: none."""
+
 
 @dataclasses.dataclass(frozen=True)
 class AgentSection:
@@ -185,6 +192,21 @@ class Config:
 
     agent: AgentSection
     """The meta-learner."""
+
+    def __post_init__(self) -> None:
+        best = self.run.best_metric
+        if best is None:
+            return
+        if best.startswith("meta_test/"):
+            valid = best.replace("meta_test/", "meta_valid/", 1)
+            raise ConfigError(
+                f"run.best_metric {best!r} selects checkpoints on the test tasks; valid choices: "
+                f"a meta_train/* metric, or {valid!r} with evaluation.validation_tasks > 0"
+            )
+        if best.startswith("meta_valid/") and self.evaluation.validation_tasks == 0:
+            raise ConfigError(
+                f"run.best_metric {best!r} needs validation tasks; set evaluation.validation_tasks > 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists (YAML- and JSON-safe), the agent section flattened."""

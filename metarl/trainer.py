@@ -40,6 +40,7 @@ __all__ = [
     "make_sampler",
     "resolve_device",
     "set_torch_threads",
+    "validation_tasks",
     "write_report",
 ]
 
@@ -103,6 +104,13 @@ def eval_tasks(
     return dist.sample(n, split=split, rng=numpy_rng(config.run.seed, stream))
 
 
+def validation_tasks(config: Config, dist: TaskDistribution) -> list[Task]:
+    """The run's validation tasks: ``evaluation.validation_tasks`` tasks of the train split from
+    their own stream (``numpy_rng(seed, "valid-tasks")``), the same at every evaluation."""
+    n = config.evaluation.validation_tasks
+    return dist.sample(n, split="train", rng=numpy_rng(config.run.seed, "valid-tasks")) if n else []
+
+
 def evaluate_agent(
     config: Config,
     *,
@@ -114,7 +122,8 @@ def evaluate_agent(
     rounds: int | None = None,
     episodes_per_round: int | None = None,
 ) -> Any:
-    """Run :func:`metarl.evaluation.evaluate` with a fresh sampler seeded by ``iteration``.
+    """Run :func:`metarl.evaluation.evaluate` with a fresh sampler and fresh evaluation actions,
+    both seeded by ``iteration``.
 
     Returns:
         The :class:`metarl.evaluation.EvalReport`.
@@ -125,6 +134,9 @@ def evaluate_agent(
     sampler = make_sampler(
         config, dist, seed=derive_seed(config.run.seed, "eval", iteration), device=device
     )
+    # Actions from a stream keyed by the iteration too: the evaluation at the end of training
+    # and ``metarl evaluate`` of the same checkpoint give the same numbers.
+    agent.seed_evaluation(derive_seed(config.run.seed, "eval-actions", iteration))
     try:
         return evaluate(
             agent,
@@ -310,12 +322,12 @@ class Trainer:
         return better
 
     def _check_best_metric(self, metrics: Mapping[str, float], evaluated: bool) -> None:
-        """A configured best metric must be one the run reports (meta_test/* ones once it has
+        """A configured best metric must be one the run reports (meta_valid/* ones once it has
         evaluated)."""
         name = self.config.run.best_metric
         if name is None or name in metrics:
             return
-        if name.startswith("meta_test/") and not evaluated:
+        if name.startswith("meta_valid/") and not evaluated:
             return
         raise ConfigError(
             f"run.best_metric {name!r} is not a metric of this run; valid metrics: {choices(metrics)}"
@@ -332,6 +344,7 @@ class Trainer:
 
         cfg = self.config
         test_tasks = eval_tasks(cfg, self.dist, split="test")
+        valid_tasks = validation_tasks(cfg, self.dist)
         report = None
         checked_best = False
         with (
@@ -379,13 +392,25 @@ class Trainer:
                         device=self.device,
                     )
                     metrics.update({k: float(v) for k, v in report.metrics("meta_test").items()})
+                    if valid_tasks:
+                        valid_report = evaluate_agent(
+                            cfg,
+                            agent=self.agent,
+                            dist=self.dist,
+                            tasks=valid_tasks,
+                            iteration=self.iteration,
+                            device=self.device,
+                        )
+                        metrics.update(
+                            {k: float(v) for k, v in valid_report.metrics("meta_valid").items()}
+                        )
                     metrics["time/eval_s"] = time.perf_counter() - eval_start
                 if not checked_best:
                     self._check_best_metric(metrics, evaluated)
                     checked_best = (
                         evaluated
                         or cfg.run.best_metric is None
-                        or not cfg.run.best_metric.startswith("meta_test/")
+                        or not cfg.run.best_metric.startswith("meta_valid/")
                     )
                 run_log.log(self.iteration, self.env_steps, metrics)
                 is_best = self._update_best(metrics)

@@ -433,6 +433,16 @@ class Agent(abc.ABC):
         step (MAML's test-time learning-rate schedule depends on it)."""
         return context
 
+    def seed_evaluation(self, seed: int) -> None:
+        """Restart the random stream that evaluation draws from (the evaluated policy's actions),
+        so that an evaluation depends only on the weights, the tasks and ``seed``, not on how
+        many evaluations came before. This default reseeds ``self.eval_generator`` (a
+        ``torch.Generator``) when the agent has one, which every built-in agent does; an agent
+        with other evaluation randomness overrides it."""
+        generator = getattr(self, "eval_generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(int(seed))
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly: weights, optimisers, normalisers."""

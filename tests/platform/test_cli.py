@@ -436,6 +436,35 @@ def test_train_writes_a_complete_run_then_evaluate(cli, tmp_path, monkeypatch):
     assert json.loads((run_dir / "eval.json").read_text())["num_tasks"] == 4
 
 
+def test_validation_tasks_select_the_best_checkpoint_apart_from_the_test_tasks(cli, tmp_path, monkeypatch):
+    from platform_fakes import FakeAgent, ToyGoal
+
+    from metarl.config import parse_config
+    from metarl.trainer import eval_tasks, validation_tasks
+
+    monkeypatch.chdir(tmp_path)
+    data = toy_config(
+        run={"best_metric": "meta_valid/return_round_1", "iterations": 4},
+        evaluation={"validation_tasks": 3},
+    )
+    result = cli("train", write_config(tmp_path / "c.yaml", data), "--no-progress", "--run-dir", tmp_path / "run")
+    assert result.code == 0, result.err
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    valid = [r["meta_valid/return_round_1"] for r in rows]
+    test = [r["meta_test/return_round_1"] for r in rows]
+    assert [bool(v) for v in valid] == [False, True, False, True] == [bool(t) for t in test]
+    assert valid[1] != test[1]  # other tasks, other numbers
+    best = max((1, 3), key=lambda i: float(valid[i]))
+    assert f"best meta_valid/return_round_1: {float(valid[best]):.4g}" in result.out
+    # The validation tasks come from the train split and never coincide with the test tasks.
+    config = parse_config(data, agent_configs=lambda name: FakeAgent.Config)
+    dist = ToyGoal()
+    valid_tasks, test_tasks = validation_tasks(config, dist), eval_tasks(config, dist)
+    assert len(valid_tasks) == 3 and {t.split for t in valid_tasks} == {"train"}
+    assert not {t.params for t in valid_tasks} & {t.params for t in test_tasks}
+
+
 # --------------------------------------------------------------------------------------------
 # bench, plot, compare wiring
 

@@ -182,7 +182,8 @@ def test_overrides_are_yaml_and_reach_every_field():
         data,
         [
             "run.seed=5",
-            "run.best_metric=meta_test/return_round_1",
+            "run.best_metric=meta_valid/return_round_1",
+            "evaluation.validation_tasks=8",
             "env.preset=null",
             "env.kwargs.task_in_obs=true",
             "env.kwargs.nested.depth=2",
@@ -193,7 +194,8 @@ def test_overrides_are_yaml_and_reach_every_field():
     )
     config = parse_config(data, agent_configs=_agents, origin=origin)
     assert config.run.seed == 5
-    assert config.run.best_metric == "meta_test/return_round_1"
+    assert config.run.best_metric == "meta_valid/return_round_1"
+    assert config.evaluation.validation_tasks == 8
     assert config.env.preset is None
     assert config.env.kwargs == {"task_in_obs": True, "nested": {"depth": 2}}
     assert config.agent.config.sizes == (32, 32)
@@ -291,3 +293,14 @@ def test_toy_config_through_the_plugin_registry(plugins, tmp_path):
     dist = registry.make_env(config.env.name, config.env.preset)
     assert dist.name == "toy-goal" and dist.max_episode_steps == 5
     assert registry.make_env("toy-goal", "short").max_episode_steps == 3
+
+
+def test_best_metric_never_selects_on_test_tasks():
+    data = {"run": {"best_metric": "meta_test/return_round_1"}, "agent": {"name": "sample"}}
+    with pytest.raises(ConfigError, match=r"selects checkpoints on the test tasks.*'meta_valid/return_round_1'"):
+        parse_config(data, agent_configs=_agents)
+    data = {"run": {"best_metric": "meta_valid/return_round_1"}, "agent": {"name": "sample"}}
+    with pytest.raises(ConfigError, match="needs validation tasks"):
+        parse_config(data, agent_configs=_agents)
+    data["evaluation"] = {"validation_tasks": 4}
+    assert parse_config(data, agent_configs=_agents).evaluation.validation_tasks == 4
