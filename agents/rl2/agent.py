@@ -36,6 +36,7 @@ from torch import nn
 
 from metarl.agents.rl2.recurrent import (
     ActionDistribution,
+    DualCore,
     RecurrentCore,
     action_head,
     action_input_dim,
@@ -100,6 +101,11 @@ class RL2Config:
 
     value_sizes: tuple[int, ...] = ()
     """Hidden widths of the value head on the GRU output."""
+
+    value_network: Literal["shared", "separate"] = "shared"
+    """``shared``: the value head sits on the policy's GRU (VariBAD's and Meta-World+'s RL²);
+    ``separate``: the value function has its own GRU with the same settings (the RL² paper's
+    GRU baseline), so the value loss does not shape the policy's memory."""
 
     activation: Literal["tanh", "relu"] = "tanh"
     """Nonlinearity of the embeddings, encoder and heads."""
@@ -211,7 +217,11 @@ class RL2Network(nn.Module):
     def __init__(self, config: RL2Config, observation_space: gym.Space, action_space: gym.Space, *, generator: torch.Generator):
         super().__init__()
         obs_dim = int(math.prod(observation_space.shape or (1,)))
-        self.core = RecurrentCore(
+        if config.value_network not in ("shared", "separate"):
+            raise ConfigError(f"unknown value_network {config.value_network!r}; valid choices: 'separate', 'shared'")
+        self.separate_value = config.value_network == "separate"
+        core_cls = DualCore if self.separate_value else RecurrentCore
+        self.core = core_cls(
             obs_dim,
             action_input_dim(action_space),
             hidden_size=config.hidden_size,
@@ -234,7 +244,11 @@ class RL2Network(nn.Module):
         self.value_head = mlp(config.hidden_size, config.value_sizes, 1, activation=config.activation, generator=generator)
 
     def heads(self, features: torch.Tensor) -> tuple[ActionDistribution, torch.Tensor]:
-        """Action distribution and value ``[...]`` from GRU features ``[..., H]``."""
+        """Action distribution and value ``[...]`` from GRU features ``[..., H]`` (``[..., 2H]``,
+        policy half first, with a separate value network)."""
+        if self.separate_value:
+            h = features.shape[-1] // 2
+            return self.policy_head(features[..., :h]), self.value_head(features[..., h:]).squeeze(-1)
         return self.policy_head(features), self.value_head(features).squeeze(-1)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "mlp",
     "init_linear_",
     "RecurrentCore",
+    "DualCore",
     "ActionDistribution",
     "Categorical",
     "DiagGaussian",
@@ -271,6 +272,57 @@ class RecurrentCore(nn.Module):
                     obs[start:end], prev_action[start:end], prev_reward[start:end], prev_done[start:end], state
                 )
         return torch.stack(states)
+
+
+class DualCore(nn.Module):
+    """Two :class:`RecurrentCore` s side by side on the same inputs: one for the policy, one for
+    the value function (the RL² paper's separate GRU baseline, Duan et al. 2016 §2.2), so the
+    value loss does not shape the policy's memory.
+
+    It has :class:`RecurrentCore`'s interface. The state is the two cores' states concatenated
+    on the last axis, ``[L, B, 2H]``, and so are the features ``[..., 2H]``: the policy's in
+    ``[..., :H]``, the value function's in ``[..., H:]``.
+
+    Args:
+        obs_dim, action_dim: as :class:`RecurrentCore`.
+        generator: source of every initial weight (the policy core's drawn first).
+        **kwargs: :class:`RecurrentCore` settings shared by both cores.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, *, generator: torch.Generator, **kwargs):
+        super().__init__()
+        self.policy = RecurrentCore(obs_dim, action_dim, generator=generator, **kwargs)
+        self.value = RecurrentCore(obs_dim, action_dim, generator=generator, **kwargs)
+        self.obs_dim = self.policy.obs_dim
+        self.action_dim = self.policy.action_dim
+        self.core_size = self.policy.hidden_size
+        self.hidden_size = 2 * self.core_size
+        self.num_layers = self.policy.num_layers
+
+    def initial_state(self, batch_size: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zeros ``[L, B, 2H]``: the state at trial start."""
+        return torch.cat([self.policy.initial_state(batch_size, device=device), self.value.initial_state(batch_size, device=device)], -1)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        prev_done: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both cores over a time-major sequence; see :meth:`RecurrentCore.forward`.
+
+        Returns:
+            ``(features[T, B, 2H], state[L, B, 2H])``.
+        """
+        h = self.core_size
+        f_pi, s_pi = self.policy(obs, prev_action, prev_reward, prev_done, state[..., :h])
+        f_v, s_v = self.value(obs, prev_action, prev_reward, prev_done, state[..., h:])
+        return torch.cat([f_pi, f_v], -1), torch.cat([s_pi, s_v], -1)
+
+    step = RecurrentCore.step
+    chunk_states = RecurrentCore.chunk_states
 
 
 class ActionDistribution(abc.ABC):

@@ -153,6 +153,38 @@ def test_truncated_bptt_stops_gradient_at_chunk_boundaries():
     assert obs.grad[8].abs().sum() > 0
 
 
+def test_separate_value_network_routes_each_loss_to_its_own_gru():
+    gen = torch.Generator().manual_seed(2)
+    dist = make("bandit", "k5-n10")
+    config = dataclasses.replace(SMALL, value_network="separate", bptt_chunk=4)
+    network = RL2Network(config, dist.observation_space, dist.action_space, generator=gen)
+    steps = 10
+    inputs = TrialInputs(torch.randn(steps, 2, 1, generator=gen), torch.zeros(steps, 2, 5), torch.randn(steps, 2, generator=gen), torch.zeros(steps, 2))
+    start = network.core.initial_state(2)
+    assert start.shape == (1, 2, 32)  # both GRUs' states side by side
+    states = network.core.chunk_states(inputs.obs, inputs.prev_action, inputs.prev_reward, inputs.prev_done, start, chunk=4)
+    dist_out, values = evaluate_trials(network, inputs, states, chunk=4)
+    # Chunked evaluation equals one pass over the whole trial (each chunk resumes both GRUs).
+    whole_dist, whole_values = evaluate_trials(network, inputs, start.unsqueeze(0), chunk=steps)
+    torch.testing.assert_close(values, whole_values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(dist_out.log_probs, whole_dist.log_probs, atol=1e-6, rtol=0)
+
+    def grads(loss):
+        network.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        return {n for n, p in network.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+    value_params = grads(values.pow(2).sum())
+    policy_params = grads(dist_out.log_prob(torch.zeros(steps, 2, dtype=torch.long)).sum())
+    names = {n for n, _ in network.named_parameters()}
+    assert value_params == {n for n in names if n.startswith(("core.value.", "value_head."))}
+    assert policy_params == {n for n in names if n.startswith(("core.policy.", "policy_head."))}
+    # The two GRUs start from different weights and give different features.
+    assert not torch.equal(network.core.policy.gru.weight_hh_l0, network.core.value.gru.weight_hh_l0)
+    with pytest.raises(ConfigError, match="value_network"):
+        RL2Network(dataclasses.replace(SMALL, value_network="both"), dist.observation_space, dist.action_space, generator=gen)
+
+
 def test_advantages_run_through_inner_episode_boundaries():
     # Two 2-step episodes in one trial; the first one terminates at t = 1 (inside the trial).
     rewards = torch.tensor([[0.0], [1.0], [0.0], [2.0], [0.0]], dtype=torch.float64)
@@ -290,3 +322,24 @@ def test_short_training_beats_random_on_held_out_bandits():
     totals = report.returns.sum(axis=1).mean(axis=1)  # total reward of the 10-pull trial, per task
     stderr = totals.std() / np.sqrt(len(totals))
     assert totals.mean() - 3 * stderr > 5.0  # random play gets 5.0
+
+
+def test_evaluation_depends_on_the_iteration_not_on_earlier_evaluations():
+    from metarl.trainer import eval_tasks, evaluate_agent
+
+    config = load_config(
+        EXPERIMENTS / "bandit-k5-n10.yaml",
+        agent_configs=agent_config,
+        overrides=["evaluation.num_tasks=16", "agent.hidden_size=16"],
+    )
+    dist = make("bandit", "k5-n10")
+    agent = RL2(config.agent.config, dist=dist, device="cpu", seed=0)
+    tasks = eval_tasks(config, dist)
+
+    def returns(iteration):
+        report = evaluate_agent(config, agent=agent, dist=dist, tasks=tasks, iteration=iteration, device=torch.device("cpu"))
+        return report.returns.copy()
+
+    first = returns(5)
+    np.testing.assert_array_equal(returns(5), first)  # same weights, same iteration: same numbers
+    assert not np.array_equal(returns(6), first)  # another iteration draws other actions
