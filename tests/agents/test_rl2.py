@@ -216,8 +216,10 @@ def test_action_distributions_hand_computed():
     assert gauss.entropy().item() == pytest.approx(1.0 + np.log(2 * np.pi) + np.log(2.0))
 
 
-def test_ppo_starts_on_policy_and_reports_metrics():
-    dist, agent = tabular_agent(dataclasses.replace(SMALL, epochs=1, num_minibatches=1, learning_rate=1e-12, bptt_chunk=7))
+@pytest.mark.parametrize("value_network", ["shared", "separate"])
+def test_ppo_starts_on_policy_and_reports_metrics(value_network):
+    config = dataclasses.replace(SMALL, epochs=1, num_minibatches=1, learning_rate=1e-12, bptt_chunk=7, value_network=value_network)
+    dist, agent = tabular_agent(config)
     tasks = dist.sample(4, split="train", rng=np.random.default_rng(0))
     metrics = agent.meta_train_step(Sampler(dist, seed=0), tasks)
     # One tiny step: the recomputed log-probs equal the rollout's, so the ratio is 1 everywhere.
