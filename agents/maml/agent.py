@@ -100,7 +100,7 @@ class AdaptationConfig:
 
     vectorized: bool = True
     """Adapt all tasks in one vmapped computation; ``False`` loops over tasks (the reference
-    the vectorised path is tested and benchmarked against). Both give the same numbers. On a
+    the vectorised path is tested and benchmarked against). Both agree up to float rounding. On a
     CPU the loop is currently the faster one (``metarl bench maml`` at full size, 2 threads: one
     meta-update takes 8.2 s looped, 16.0 s vmapped); vmap is for CUDA, where it replaces one
     small pass per task with one batched pass."""
