@@ -383,27 +383,19 @@ class Trainer:
                 evaluated = self._eval_due(self.iteration)
                 if evaluated:
                     eval_start = time.perf_counter()
-                    report = evaluate_agent(
-                        cfg,
-                        agent=self.agent,
-                        dist=self.dist,
-                        tasks=test_tasks,
-                        iteration=self.iteration,
-                        device=self.device,
-                    )
-                    metrics.update({k: float(v) for k, v in report.metrics("meta_test").items()})
-                    if valid_tasks:
-                        valid_report = evaluate_agent(
+                    # Validation first, so ``report`` ends as the test report (the final one).
+                    for prefix, split_tasks in (("meta_valid", valid_tasks), ("meta_test", test_tasks)):
+                        if not split_tasks:
+                            continue
+                        report = evaluate_agent(
                             cfg,
                             agent=self.agent,
                             dist=self.dist,
-                            tasks=valid_tasks,
+                            tasks=split_tasks,
                             iteration=self.iteration,
                             device=self.device,
                         )
-                        metrics.update(
-                            {k: float(v) for k, v in valid_report.metrics("meta_valid").items()}
-                        )
+                        metrics.update({k: float(v) for k, v in report.metrics(prefix).items()})
                     metrics["time/eval_s"] = time.perf_counter() - eval_start
                 if not checked_best:
                     self._check_best_metric(metrics, evaluated)

@@ -303,22 +303,17 @@ class DualCore(nn.Module):
         """Zeros ``[L, B, 2H]``: the state at trial start."""
         return torch.cat([self.policy.initial_state(batch_size, device=device), self.value.initial_state(batch_size, device=device)], -1)
 
-    def forward(
-        self,
-        obs: torch.Tensor,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        prev_done: torch.Tensor,
-        state: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both cores over a time-major sequence; see :meth:`RecurrentCore.forward`.
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both cores over a time-major sequence: ``inputs`` are :meth:`RecurrentCore.forward`'s
+        ``(obs, prev_action, prev_reward, prev_done, state)`` with the state ``[L, B, 2H]``.
 
         Returns:
             ``(features[T, B, 2H], state[L, B, 2H])``.
         """
+        *sequence, state = inputs
         h = self.core_size
-        f_pi, s_pi = self.policy(obs, prev_action, prev_reward, prev_done, state[..., :h])
-        f_v, s_v = self.value(obs, prev_action, prev_reward, prev_done, state[..., h:])
+        f_pi, s_pi = self.policy(*sequence, state[..., :h])
+        f_v, s_v = self.value(*sequence, state[..., h:])
         return torch.cat([f_pi, f_v], -1), torch.cat([s_pi, s_v], -1)
 
     step = RecurrentCore.step
