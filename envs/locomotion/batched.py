@@ -1,25 +1,35 @@
 """Batched MuJoCo locomotion: one ``MjModel``, per-slot states, stepped in C threads.
 
 The locomotion tasks change only the reward, never the physics, so every slot shares one compiled
-model. A slot *is* its row of ``states``: the integration state that ``mj_step`` reads (time,
-``qpos``, ``qvel``, the constraint solver's ``qacc_warmstart`` and ``ctrl``; the model has no
-activations, plugins or mocap bodies and applied forces are never set). Each env step, every
-live slot is loaded into a thread's ``MjData`` (``mj_setState``), stepped
-(``mj_step(model, data, nstep=frame_skip)``, plus ``mj_rnePostConstraint`` for the ant, whose
-reward and observation use the contact forces) and stored back (``mj_getState``). The calling
-thread and a pool of workers take chunks of slots from a shared queue, and the MuJoCo bindings
-release the GIL inside these calls, so different slots' physics runs in parallel. Observations,
-rewards and terminations are then computed for all slots at once in numpy.
+model. A slot *is* its row of ``states``: the integration state that ``mj_step`` reads. Each env
+step advances every live slot by ``frame_skip`` physics steps, in one of two ways:
 
-Because ``mj_step`` is a function of the integration state alone, this gives the single-task env's
-transitions bit for bit (the tests compare them), while each thread keeps one ``MjData`` hot in
-its cache instead of cycling through ``B`` of them: with 64 cheetah slots that was 6-20% faster
-than one ``MjData`` per slot in interleaved runs on 2 cores, despite the two extra calls.
+- ``"rollout"`` (HalfCheetah, whose model runs without the solver's warm start, see
+  :attr:`Robot.warm_start`): a row is ``mjSTATE_FULLPHYSICS`` (time, ``qpos``, ``qvel``), and one
+  call to ``mujoco.rollout`` steps all live slots in its C thread pool, with no Python and no GIL
+  per slot. This is why the cheetah drops the warm start: rollout neither takes a state with it
+  nor returns it, and restarting it at every env step would make the batched env differ from the
+  single-task env (1e-4 after 50 steps, O(1) after 100).
+- ``"threads"`` (the ant, which keeps v5's warm start and whose reward and observation use the
+  contact forces ``cfrc_ext``, which rollout does not return): a row is
+  ``mjSTATE_FULLPHYSICS | mjSTATE_WARMSTART | mjSTATE_CTRL``. Each live slot is loaded into a
+  thread's ``MjData`` (``mj_setState``), stepped (``mj_step(model, data, nstep=frame_skip)``,
+  then ``mj_rnePostConstraint`` for the contact forces) and stored back (``mj_getState``). The
+  calling thread and a pool of workers take chunks of slots from a shared queue; the MuJoCo
+  bindings release the GIL inside these calls, so different slots' physics runs in parallel.
 
-Why not ``mujoco.rollout``: it returns neither the solver warm start nor ``cfrc_ext``. Restarting
-the warm start at every env step changes the trajectory (differences of 1e-4 after 50 steps and
-O(1) after 100 for the cheetah), so it cannot reproduce the single-task env (design §4 requires
-the same transitions), nor give the ant's contact forces.
+Observations, rewards and terminations are then computed for all slots at once in numpy. In both
+modes a step is a function of the row alone (the model has no activations, plugins or mocap
+bodies, and applied forces are never set), so the batched env gives the single-task env's
+transitions bit for bit (the tests compare them).
+
+On more than one core, :class:`~.split.SplitLocomotionBatchedEnv` (the default on x86-64) runs
+one of these envs with one thread per process instead. Measured with ``metarl bench envs --env
+halfcheetah-vel --slots 64`` on 2 cores, as a fraction of bare ``mujoco.rollout`` over both
+cores (medians of 5 interleaved repetitions): the thread mode 0.51 (two Python threads fight over
+the GIL around every slot's three short C calls; one thread alone reached 0.88 of one core's
+rollout), the rollout mode 0.69 (rollout's pool wakes its threads at every env step, about
+100 us a call), one process per core 0.76-0.84.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import mujoco
 import numpy as np
 from gymnasium.utils import seeding
+from mujoco import rollout
 
 from metarl.envs.base import check_actions, reset_mask, slot_seeds
 from metarl.errors import EnvError
@@ -43,7 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LocomotionBatchedEnv"]
 
-# What a slot's row holds: everything mj_step reads that the locomotion envs ever change.
+# What a slot's row holds in the thread mode: everything mj_step reads that the locomotion envs
+# ever change. The rollout mode holds mjSTATE_FULLPHYSICS only (no warm start, ctrl apart).
 _SLOT_STATE = (
     mujoco.mjtState.mjSTATE_FULLPHYSICS
     | mujoco.mjtState.mjSTATE_WARMSTART
@@ -62,6 +74,8 @@ def _state_slice(model: mujoco.MjModel, spec: int, component: int) -> slice:
 # chunk is all one thread may wait for), and taking a chunk (a lock, ~1 us) costs nothing next to
 # simulating even one slot (~50 us for the cheetah, ~250 us for the ant).
 _CHUNKS_PER_THREAD = 16
+# The rollout mode's chunks per thread (see _simulate_rollout).
+_ROLLOUT_CHUNKS_PER_THREAD = 2
 
 
 class LocomotionBatchedEnv(BatchedEnv):
@@ -82,8 +96,10 @@ class LocomotionBatchedEnv(BatchedEnv):
 
     Attributes:
         model: the ``mujoco.MjModel`` all slots share.
-        states: ``[B, nstate]`` each slot's state (``mjSTATE_FULLPHYSICS | mjSTATE_WARMSTART |
-            mjSTATE_CTRL``, the spec in ``state_spec``).
+        stepper: ``"rollout"`` or ``"threads"`` (module docstring).
+        states: ``[B, nstate]`` each slot's state, of the ``mjtState`` spec ``state_spec``
+            (``mjSTATE_FULLPHYSICS`` for ``"rollout"``, ``mjSTATE_FULLPHYSICS |
+            mjSTATE_WARMSTART | mjSTATE_CTRL`` for ``"threads"``).
         datas: one ``mujoco.MjData`` per thread, loaded with a slot's state to step it.
         elapsed_steps: ``[B]`` steps since each slot's reset.
     """
@@ -122,16 +138,33 @@ class LocomotionBatchedEnv(BatchedEnv):
                 f"{self.robot.name}: models with activations, plugins or mocap bodies are not supported"
             )
 
+        warm_start = not (m.opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_WARMSTART))
+        self.stepper = "threads" if (warm_start or self._contacts or self._body_xy) else "rollout"
+
         # One MjData per thread; datas[0] also serves resets, which never overlap a step.
         self.datas = [mujoco.MjData(m) for _ in range(self.num_threads)]
-        self.state_spec = int(_SLOT_STATE)
+        full = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        self.state_spec = full if self.stepper == "rollout" else int(_SLOT_STATE)
         b = self.num_slots
         self.states = np.zeros((b, mujoco.mj_stateSize(m, self.state_spec)))
         # Row views made once: the hot loop hands them to mj_setState/mj_getState as they are.
         self._state_rows = [self.states[i] for i in range(b)]
         self._qpos = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QPOS)]
         self._qvel = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QVEL)]
-        self._ctrl = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_CTRL)]
+        if self.stepper == "rollout":
+            self._ctrl = np.zeros((b, m.nu))
+            # Buffers of the full-batch call: controls held for frame_skip steps, and the states
+            # after each of them.
+            self._control = np.zeros((b, self.robot.frame_skip, m.nu))
+            self._trajectory = np.zeros((b, self.robot.frame_skip, self.states.shape[1]))
+            self._models = [m] * b
+            self._roller: rollout.Rollout | None = rollout.Rollout(
+                nthread=self.num_threads if self.num_threads > 1 else 0
+            )
+        else:
+            ctrl = _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_CTRL)
+            self._ctrl = self.states[:, ctrl]
+            self._roller = None
         self._cfrc = np.zeros((b, m.nbody, 6))
         self._xy = np.zeros((b, 2))
         self.elapsed_steps = np.zeros(b, dtype=np.int64)
@@ -143,7 +176,7 @@ class LocomotionBatchedEnv(BatchedEnv):
 
         self._pool = (
             ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="metarl-mujoco")
-            if self.num_threads > 1
+            if self.num_threads > 1 and self.stepper == "threads"
             else None
         )
         self._queue_lock = threading.Lock()
@@ -215,6 +248,8 @@ class LocomotionBatchedEnv(BatchedEnv):
         """``[B, nstate]`` every slot's ``mjSTATE_FULLPHYSICS`` state (time, qpos, qvel)."""
         m, d = self.model, self.datas[0]
         spec = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        if self.state_spec == spec:
+            return self.states.copy()
         out = np.empty((self.num_slots, mujoco.mj_stateSize(m, spec)))
         for i, row in enumerate(self._state_rows):
             mujoco.mj_setState(m, d, row, self.state_spec)
@@ -245,7 +280,10 @@ class LocomotionBatchedEnv(BatchedEnv):
         active = ~self._ended
         xy_before = self._xy.copy()
         self._ctrl[:] = acts
-        self._simulate(np.flatnonzero(active).tolist())
+        if self.stepper == "rollout":
+            self._simulate_rollout(active)
+        else:
+            self._simulate(np.flatnonzero(active).tolist())
         if not self._body_xy:
             self._xy[:, 0] = self._qpos[:, 0]
         reward, terminated, parts = self.reward.evaluate(
@@ -275,6 +313,46 @@ class LocomotionBatchedEnv(BatchedEnv):
         info["y_position"] = self._xy[:, 1].copy()
         info["active"] = active
         return self._observe(), reward, terminated, truncated, info
+
+    def _simulate_rollout(self, active: np.ndarray) -> None:
+        """Advance the ``active`` slots by one env step in one ``mujoco.rollout`` call."""
+        assert self._roller is not None
+        n = int(active.sum())
+        if n == 0:
+            return
+        if n == self.num_slots:
+            control, trajectory, models, initial = (
+                self._control,
+                self._trajectory,
+                self._models,
+                self.states,
+            )
+            control[:] = self._ctrl[:, None]
+        else:
+            index = np.flatnonzero(active)
+            initial = self.states[index]
+            control = np.repeat(self._ctrl[index, None], self.robot.frame_skip, axis=1)
+            trajectory = np.empty((n, *self._trajectory.shape[1:]))
+            models = self._models[:n]
+        threads = max(1, self._roller.nthread)
+        self._roller.rollout(
+            models,
+            self.datas,
+            initial,
+            control,
+            nstep=self.robot.frame_skip,
+            skip_checks=True,
+            initial_warmstart=None,
+            state=trajectory,
+            sensordata=None,
+            # Two chunks per thread: fewer hand-offs than rollout's default of ten, and still
+            # even enough when slots cost the same.
+            chunk_size=max(1, -(-n // (_ROLLOUT_CHUNKS_PER_THREAD * threads))),
+        )
+        if n == self.num_slots:
+            self.states[:] = trajectory[:, -1]
+        else:
+            self.states[index] = trajectory[:, -1]
 
     def _simulate(self, slots: list[int]) -> None:
         """Advance ``slots`` by one env step, on up to ``num_threads`` threads."""
@@ -339,3 +417,6 @@ class LocomotionBatchedEnv(BatchedEnv):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._roller is not None:
+            self._roller.close()
+            self._roller = None

@@ -47,6 +47,7 @@ test picks them in balanced order (a fresh random permutation of both for every 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -58,6 +59,7 @@ from metarl.envs.locomotion.batched import LocomotionBatchedEnv
 from metarl.envs.locomotion.rewards import LocomotionReward
 from metarl.envs.locomotion.robots import ANT, HALF_CHEETAH, Robot
 from metarl.envs.locomotion.single import make_task_env
+from metarl.envs.locomotion.split import SplitLocomotionBatchedEnv, default_parallel
 from metarl.errors import EnvError, choices
 from metarl.seeding import numpy_rng
 from metarl.types import Task, TaskDistribution, check_num_tasks, check_split
@@ -210,17 +212,37 @@ class LocomotionDistribution(TaskDistribution):
         )
         return gym.wrappers.TimeLimit(env, max_episode_steps=self.max_episode_steps)
 
-    def make_batched(self, tasks: Sequence[Task], **kwargs: Any) -> LocomotionBatchedEnv:
-        """A :class:`~.batched.LocomotionBatchedEnv` with one slot per task.
+    def make_batched(
+        self, tasks: Sequence[Task], **kwargs: Any
+    ) -> LocomotionBatchedEnv | SplitLocomotionBatchedEnv:
+        """A batched env with one slot per task.
 
-        Keyword arguments: ``num_threads`` (default ``os.cpu_count()``).
+        Keyword arguments:
+
+        - ``num_threads``: cores to step the slots on (default ``os.cpu_count()``).
+        - ``parallel``: ``"processes"`` (:class:`~.split.SplitLocomotionBatchedEnv`, one process
+          per core, the caller's included) or ``"threads"``
+          (:class:`~.batched.LocomotionBatchedEnv`, one process); the default is
+          :func:`~.split.default_parallel`: processes on x86-64 when more than one core is used.
+          One core always steps in-process.
         """
-        unknown = sorted(set(kwargs) - {"num_threads"})
+        valid = ("num_threads", "parallel")
+        unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise EnvError(
-                f"unknown option {unknown[0]!r} for make_batched; valid options: 'num_threads'"
+                f"unknown option {unknown[0]!r} for make_batched; valid options: "
+                + ", ".join(repr(v) for v in valid)
             )
-        return LocomotionBatchedEnv(self, tasks, **kwargs)
+        threads = kwargs.get("num_threads")
+        threads = (os.cpu_count() or 1) if threads is None else threads
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise EnvError(f"num_threads must be a positive integer, got {threads!r}")
+        parallel = kwargs.get("parallel") or default_parallel(int(threads))
+        if parallel not in ("processes", "threads"):
+            raise EnvError(f"unknown parallel {parallel!r}; valid: 'processes', 'threads'")
+        if parallel == "processes" and threads > 1 and len(tasks) > 1:
+            return SplitLocomotionBatchedEnv(self, tasks, num_processes=int(threads))
+        return LocomotionBatchedEnv(self, tasks, num_threads=int(threads))
 
 
 class _HeldOutLocomotion(LocomotionDistribution, HeldOutDistribution):

@@ -2,8 +2,8 @@
 
 These are the reference implementation the batched env (:mod:`.batched`) must reproduce step for
 step. They subclass ``gymnasium.envs.mujoco``'s ``HalfCheetahEnv``/``AntEnv`` (v5), keeping their
-model, ``frame_skip``, reset noise, ``do_simulation`` (``ctrl = action``, ``mj_step`` x5,
-``mj_rnePostConstraint``) and observation, and replace ``step`` so that the reward and
+model (with :meth:`Robot.configure`'s solver option), ``frame_skip``, reset noise,
+``do_simulation`` (``ctrl = action``, ``mj_step`` x5, ``mj_rnePostConstraint``) and observation, and replace ``step`` so that the reward and
 termination are the preset's (:class:`~metarl.envs.locomotion.rewards.LocomotionReward`). The
 task parameters are appended to the observation only when ``task_in_obs`` is set (oracles).
 """
@@ -110,6 +110,7 @@ class HalfCheetahTaskEnv(_TaskStepMixin, HalfCheetahEnv):
             reset_noise_scale=self.robot.reset_noise_scale,
             render_mode=render_mode,
         )
+        self.robot.configure(self.model)
         # Pickling rebuilds from these arguments, not from the parent's.
         utils.EzPickle.__init__(
             self, reward, task_vector, task_in_obs=task_in_obs, render_mode=render_mode
@@ -148,6 +149,7 @@ class AntTaskEnv(_TaskStepMixin, AntEnv):
             include_cfrc_ext_in_observation=self.robot.contact_forces_in_obs,
             render_mode=render_mode,
         )
+        self.robot.configure(self.model)
         utils.EzPickle.__init__(
             self, reward, task_vector, task_in_obs=task_in_obs, render_mode=render_mode
         )

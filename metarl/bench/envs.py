@@ -3,7 +3,9 @@
 ``metarl bench envs --env halfcheetah-vel --slots 64 --json`` times, with the same random actions
 and slot count:
 
-- ``metarl``: the family's batched env (``dist.make_batched``), ended slots reset by mask;
+- ``metarl``: the family's batched env (``dist.make_batched`` with its defaults, ``stepper`` in
+  the result says how it steps: for MuJoCo on more than one core, one process per core), ended
+  slots reset by mask;
 - ``gymnasium_sync`` / ``gymnasium_async``: ``gymnasium.vector.SyncVectorEnv`` /
   ``AsyncVectorEnv`` over the family's single-task env (their default autoreset);
 - ``ceiling`` (MuJoCo families only): one bare ``mujoco.rollout`` call over all threads, from the
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time every contender and return the figures (prints nothing).
 
     Returns:
-        ``{"env", "preset", "slots", "steps", "repeats", "cpus", "threads", "steps_per_s":
+        ``{"env", "preset", "slots", "steps", "repeats", "cpus", "threads", "stepper", "steps_per_s":
         {"metarl", "gymnasium_sync", "gymnasium_async", "ceiling"}, "ratios": {...}}`` with
         medians in env steps per second (``ceiling`` is ``None`` for non-MuJoCo families).
 
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": repeats,
         "cpus": cpus,
         "threads": threads,
+        "stepper": getattr(batched, "stepper", None),
         "steps_per_s": steps_per_s,
         "ratios": ratios,
     }

@@ -1,0 +1,555 @@
+"""Locomotion slots split over processes that hand steps over by spinning on shared memory.
+
+Why processes: a MuJoCo locomotion step is short (about 17 us of physics per cheetah slot), so
+how the cores hand work to each other decides the speed. Threads in one process fight over the
+GIL around every slot's C calls (two threads were no faster than one), and ``mujoco.rollout``'s C
+thread pool pays a thread wake-up at every env step (about 100 us per call on a 2-core machine,
+against about 550 us of work). Here each core runs its own process with its own chunk of slots,
+stepped by an in-process :class:`~.batched.LocomotionBatchedEnv` with one thread, and the step
+hand-over is a counter in shared memory that the waiting side polls:
+
+- the caller writes the actions of worker ``w``'s slots into ``w``'s shared block and bumps the
+  block's command counter; it then steps its own chunk (slots ``0 .. k``) in-process, and waits
+  for each worker's done counter to catch up;
+- a worker polls its command counter, steps its chunk (physics, observation, reward and the info
+  arrays all computed there, in parallel with the caller), writes the results into its block and
+  sets its done counter.
+
+A waiting side spins for :data:`SPIN_S` seconds, then sleeps between checks, :data:`NAP_S` at first
+and longer the longer it waits (up to :data:`MAX_NAP_S`), so an idle env costs next to no CPU;
+during a rollout the steps follow each other within the spin window.
+Resets, ``set_tasks`` and ``physics_states`` go over a pipe (they are rare). The counters rely on
+the stores of one process becoming visible to another in program order, which x86-64 guarantees;
+elsewhere :func:`default_parallel` picks the threads of :mod:`.batched` instead.
+
+Transitions are the in-process env's, slot for slot (each slot's state, reset generator and task
+live in exactly one process), so this env matches the single-task env exactly like the in-process
+one does (the tests run both). A worker that dies or stops answering within ``timeout`` seconds
+closes the env with a one-line :class:`~metarl.errors.EnvError` naming the worker and its slots;
+an exception inside a worker is raised the same way, with the worker's traceback as
+``__cause__``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection as mp_connection
+import platform
+import signal
+import sys
+import time
+import traceback
+import weakref
+from collections.abc import Sequence
+from multiprocessing import shared_memory
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from metarl.envs.base import check_actions, reset_mask, slot_seeds
+from metarl.envs.locomotion.batched import LocomotionBatchedEnv
+from metarl.envs.procpool import START_METHODS, RemoteTraceback
+from metarl.errors import EnvError
+from metarl.types import BatchedEnv, Task
+
+if TYPE_CHECKING:
+    from metarl.envs.locomotion.distributions import LocomotionDistribution
+
+__all__ = ["SplitLocomotionBatchedEnv", "default_parallel", "SPIN_S", "NAP_S", "MAX_NAP_S"]
+
+#: How long a waiting side polls without sleeping, in seconds.
+SPIN_S = 0.002
+#: The shortest sleep between polls after that, in seconds ...
+NAP_S = 0.0001
+#: ... up to this.
+MAX_NAP_S = 0.002
+#: Seconds a worker may take to start or to answer before it is declared hung.
+DEFAULT_TIMEOUT_S = 120.0
+
+# The command block: [command counter, done counter, command code, status].
+_SEQ, _DONE, _CODE, _STATUS = range(4)
+_STEP, _PIPE, _CLOSE = 1, 2, 3
+
+
+def default_parallel(num_threads: int) -> str:
+    """``"processes"`` on x86-64 with more than one core to use, else ``"threads"``."""
+    machine = platform.machine().lower()
+    return "processes" if num_threads > 1 and machine in ("x86_64", "amd64") else "threads"
+
+
+#: The caller's share of the slots relative to a worker's: it also checks the actions, hands
+#: them out and assembles the results (about 35 us per step on 2 cores against 640 us for 32
+#: cheetah slots), so it takes a little less physics to finish with the workers.
+CALLER_SHARE = 0.95
+
+
+def _chunks(num_slots: int, num_processes: int) -> list[range]:
+    """Contiguous slot ranges, the caller's first and :data:`CALLER_SHARE` as large as the
+    others (each chunk gets at least one slot)."""
+    weights = np.array([CALLER_SHARE] + [1.0] * (num_processes - 1))
+    bounds = np.round(np.concatenate([[0], np.cumsum(weights)]) / weights.sum() * num_slots)
+    bounds = np.maximum(bounds.astype(int), np.arange(num_processes + 1))
+    bounds = np.minimum(bounds, num_slots - np.arange(num_processes, -1, -1))
+    return [range(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+class _Block:
+    """One worker's shared arrays, carved out of one ``SharedMemory``: the command block, the
+    actions in, and the step's results out (observation, reward, flags and info arrays)."""
+
+    def __init__(self, layout: dict[str, tuple[tuple[int, ...], str]], name: str | None = None):
+        offsets, size = {}, 0
+        for key, (shape, dtype) in layout.items():
+            offsets[key] = size
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            size += (nbytes + 63) // 64 * 64  # each array on its own cache lines
+        self.layout = layout
+        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=max(size, 64))
+        self.arrays = {
+            key: np.ndarray(shape, dtype=dtype, buffer=self.shm.buf, offset=offsets[key])
+            for key, (shape, dtype) in layout.items()
+        }
+        self.ctrl = self.arrays["ctrl"]
+
+    def close(self, unlink: bool = False) -> None:
+        self.arrays = {}
+        self.ctrl = None  # type: ignore[assignment]
+        self.shm.close()
+        if unlink:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _nap(waited: float) -> float:
+    """The sleep after ``waited`` seconds of waiting: about a fifth of the time already waited
+    beyond the spin window, between :data:`NAP_S` and :data:`MAX_NAP_S`."""
+    return min(MAX_NAP_S, max(NAP_S, 0.2 * (waited - SPIN_S)))
+
+
+def _poll(ctrl: np.ndarray, index: int, target: int, check: Any = None) -> None:
+    """Wait until ``ctrl[index] == target``: spin, then nap; ``check()`` runs every ~1 ms."""
+    start = last_check = time.perf_counter()
+    polls = 0
+    while ctrl[index] != target:
+        polls += 1
+        if polls & 63 == 0:
+            now = time.perf_counter()
+            if check is not None and now - last_check > 0.001:
+                check(now - start)
+                last_check = now
+            if now - start > SPIN_S:
+                time.sleep(_nap(now - start))
+
+
+def _worker_main(
+    conn: mp_connection.Connection,
+    sys_path: list[str],
+    name: str,
+    layout: dict[str, tuple[tuple[int, ...], str]],
+    dist: LocomotionDistribution,
+    tasks: list[Task],
+) -> None:
+    """A worker process: build the chunk's env, then serve commands until close or orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    sys.path[:0] = [p for p in sys_path if p not in sys.path]
+    block = _Block(layout, name)
+    env = None
+    try:
+        env = LocomotionBatchedEnv(dist, tasks, num_threads=1)
+        conn.send(("ok", None))
+        a = block.arrays
+        ctrl, actions, obs_out = block.ctrl, a["actions"], a["obs"]
+        info_keys = [key[5:] for key in a if key.startswith("info_")]
+        parent = mp.parent_process()
+        last = int(ctrl[_SEQ])
+        idle_since = time.perf_counter()
+        while True:
+            seq = int(ctrl[_SEQ])
+            if seq == last:
+                now = time.perf_counter()
+                if now - idle_since > SPIN_S:
+                    if parent is not None and not parent.is_alive():
+                        return
+                    time.sleep(_nap(now - idle_since))
+                continue
+            last = seq
+            code = int(ctrl[_CODE])
+            if code == _CLOSE:
+                return
+            status = 0
+            try:
+                if code == _STEP:
+                    obs, reward, terminated, truncated, info = env.step(actions)
+                    obs_out[...] = obs
+                    a["reward"][...] = reward
+                    a["terminated"][...] = terminated
+                    a["truncated"][...] = truncated
+                    for key in info_keys:
+                        a["info_" + key][...] = info[key]
+                else:
+                    command, payload = conn.recv()
+                    if command == "reset":
+                        result: Any = env.reset(seed=payload[0], mask=payload[1])[0]
+                    elif command == "set_tasks":
+                        result = env.set_tasks(payload)
+                    elif command == "physics_states":
+                        result = env.physics_states()
+                    else:
+                        raise ValueError(f"unknown command {command!r}")
+                    conn.send(("ok", result))
+            except Exception as exc:
+                status = 1
+                conn.send(("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc())))
+            ctrl[_STATUS] = status
+            ctrl[_DONE] = seq
+            idle_since = time.perf_counter()
+    except (EOFError, OSError):
+        return
+    finally:
+        if env is not None:
+            env.close()
+        block.close()
+
+
+class _Worker:
+    """The caller's handle of one worker process and its block."""
+
+    def __init__(self, index: int, slots: range, block: _Block):
+        self.index = index
+        self.slots = slots
+        self.block = block
+        self.process: Any = None
+        self.conn: mp_connection.Connection | None = None
+        self.seq = 0
+
+    def describe(self) -> str:
+        return f"locomotion worker {self.index} (slots {self.slots.start}..{self.slots.stop - 1})"
+
+
+class _Resources:
+    """What :meth:`SplitLocomotionBatchedEnv.close` releases, apart from the env so that a
+    ``weakref.finalize`` can release it at garbage collection or interpreter exit."""
+
+    def __init__(self) -> None:
+        self.workers: list[_Worker] = []
+
+    def release(self) -> None:
+        for w in self.workers:
+            if w.process is not None and w.process.is_alive() and w.block.ctrl is not None:
+                w.seq += 1
+                w.block.ctrl[_CODE] = _CLOSE
+                w.block.ctrl[_SEQ] = w.seq
+        for w in self.workers:
+            if w.process is not None:
+                w.process.join(2.0)
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join(5.0)
+            if w.conn is not None:
+                w.conn.close()
+            w.block.close(unlink=True)
+        self.workers = []
+
+
+class SplitLocomotionBatchedEnv(BatchedEnv):
+    """``B`` locomotion slots over ``num_processes`` processes (module docstring).
+
+    The caller's process steps the first chunk; each of the other ``num_processes - 1`` chunks
+    has a worker process. Same interface, transitions and seeding as
+    :class:`~.batched.LocomotionBatchedEnv`.
+
+    Args:
+        dist: the task distribution.
+        tasks: one task of ``dist`` per slot.
+        num_processes: processes that step slots, the caller's included (at most ``B``).
+        timeout: seconds a worker may take to start or to answer before it is declared hung.
+
+    Attributes:
+        model: the caller's ``mujoco.MjModel`` (every process compiles the same one).
+        stepper: ``"processes"``.
+        chunks: the slot range of each process, the caller's first.
+    """
+
+    stepper = "processes"
+
+    def __init__(
+        self,
+        dist: LocomotionDistribution,
+        tasks: Sequence[Task],
+        *,
+        num_processes: int,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        tasks = list(tasks)
+        if not tasks:
+            raise EnvError("a batched env needs at least one task, got 0")
+        if isinstance(num_processes, bool) or not isinstance(num_processes, (int, np.integer)):
+            raise EnvError(f"num_processes must be a positive integer, got {num_processes!r}")
+        if num_processes < 1:
+            raise EnvError(f"num_processes must be a positive integer, got {num_processes!r}")
+        self.dist = dist
+        self.robot = dist.robot
+        self.num_slots = b = len(tasks)
+        self.num_threads = min(int(num_processes), b)
+        self.single_observation_space = dist.observation_space
+        self.single_action_space = dist.action_space
+        self.max_episode_steps = int(dist.max_episode_steps)
+        self.timeout = float(timeout)
+        self.chunks = _chunks(b, self.num_threads)
+        self._local = LocomotionBatchedEnv(dist, tasks[: self.chunks[0].stop], num_threads=1)
+        self.model = self._local.model
+        self.tasks: tuple[Task, ...] = tuple(tasks)
+        self._info_spec = self._probe_info()
+        self._resources = _Resources()
+        self._finalizer = weakref.finalize(self, self._resources.release)
+        try:
+            self._start(tasks)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def _probe_info(self) -> dict[str, str]:
+        """The info keys and dtypes of a step, from a one-slot env."""
+        probe = LocomotionBatchedEnv(self.dist, self.tasks[:1], num_threads=1)
+        try:
+            probe.reset(seed=0)
+            zeros = np.zeros((1, *self.single_action_space.shape), self.single_action_space.dtype)
+            info = probe.step(zeros)[4]
+        finally:
+            probe.close()
+        return {key: np.asarray(value).dtype.str for key, value in info.items()}
+
+    def _layout(self, k: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        space = self.single_action_space
+        layout = {
+            "ctrl": ((4,), np.dtype(np.int64).str),
+            "actions": ((k, *space.shape), np.dtype(space.dtype).str),
+            "obs": ((k, *self.single_observation_space.shape), np.dtype(np.float64).str),
+            "reward": ((k,), np.dtype(np.float64).str),
+            "terminated": ((k,), np.dtype(bool).str),
+            "truncated": ((k,), np.dtype(bool).str),
+        }
+        layout.update({"info_" + key: ((k,), dtype) for key, dtype in self._info_spec.items()})
+        return layout
+
+    def _start(self, tasks: list[Task]) -> None:
+        ctx = mp.get_context(next(m for m in START_METHODS if m in mp.get_all_start_methods()))
+        started = []
+        for index, slots in enumerate(self.chunks[1:], start=1):
+            layout = self._layout(len(slots))
+            worker = _Worker(index, slots, _Block(layout))
+            worker.block.ctrl[:] = 0
+            self._resources.workers.append(worker)
+            parent_conn, child_conn = ctx.Pipe()
+            worker.conn = parent_conn
+            worker.process = ctx.Process(
+                target=_worker_main,
+                args=(
+                    child_conn,
+                    list(sys.path),
+                    worker.block.shm.name,
+                    layout,
+                    self.dist,
+                    tasks[slots.start : slots.stop],
+                ),
+                name=f"metarl-locomotion-{index}",
+                daemon=True,
+            )
+            worker.process.start()
+            child_conn.close()
+            started.append(worker)
+        for worker in started:
+            self._reply(worker, "start")
+
+    # -- the hand-over ------------------------------------------------------------------------
+
+    def _check(self, worker: _Worker, what: str) -> Any:
+        def check(waited: float) -> None:
+            if not worker.process.is_alive():
+                code = worker.process.exitcode
+                self.close()
+                raise EnvError(
+                    f"{worker.describe()} died with exit code {code} during {what}; the env is closed"
+                )
+            if waited > self.timeout:
+                self.close()
+                raise EnvError(
+                    f"{worker.describe()} did not answer {what} within {self.timeout:g} s; "
+                    "the env is closed"
+                )
+
+        return check
+
+    def _reply(self, worker: _Worker, what: str) -> Any:
+        """The worker's answer on the pipe (start-up and pipe commands), raising its error."""
+        assert worker.conn is not None
+        check = self._check(worker, what)
+        start = time.perf_counter()
+        while not worker.conn.poll(0.01):
+            check(time.perf_counter() - start)
+        try:
+            status, payload = worker.conn.recv()
+        except (EOFError, OSError):
+            check(float("inf"))
+            raise
+        if status == "error":
+            message, text = payload
+            raise EnvError(f"{worker.describe()} failed in {what}: {message}") from RemoteTraceback(
+                text
+            )
+        return payload
+
+    def _issue(self, worker: _Worker, code: int) -> None:
+        worker.seq += 1
+        worker.block.ctrl[_CODE] = code
+        worker.block.ctrl[_SEQ] = worker.seq
+
+    def _wait(self, worker: _Worker, what: str) -> None:
+        _poll(worker.block.ctrl, _DONE, worker.seq, self._check(worker, what))
+        if worker.block.ctrl[_STATUS]:
+            self._reply(worker, what)  # raises the worker's error
+
+    def _command(self, command: str, payloads: list[Any]) -> list[Any]:
+        """Send a pipe command to every worker, then collect the answers."""
+        self._check_open()
+        workers = self._resources.workers
+        for worker, payload in zip(workers, payloads):
+            assert worker.conn is not None
+            worker.conn.send((command, payload))
+            self._issue(worker, _PIPE)
+        results, errors = [], []
+        for worker in workers:
+            try:
+                self._wait(worker, command)
+                results.append(self._reply(worker, command))
+            except EnvError as exc:
+                if self._local is None:
+                    raise
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return results
+
+    def _check_open(self) -> None:
+        if self._local is None:
+            raise EnvError("this batched env is closed")
+
+    # -- the BatchedEnv interface -------------------------------------------------------------
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        """Bind slot ``i`` to ``tasks[i]`` (see :meth:`LocomotionBatchedEnv.set_tasks`)."""
+        self._check_open()
+        tasks = list(tasks)
+        if len(tasks) != self.num_slots:
+            raise EnvError(
+                f"set_tasks needs {self.num_slots} tasks, one per slot, got {len(tasks)}"
+            )
+        for task in tasks:
+            self.dist.task_vector(task)  # every task checked here, before any process binds it
+        self._local.set_tasks(tasks[: self.chunks[0].stop])
+        self._command("set_tasks", [tasks[c.start : c.stop] for c in self.chunks[1:]])
+        self.tasks = tuple(tasks)
+
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the slots in ``mask`` (see :meth:`LocomotionBatchedEnv.reset`)."""
+        self._check_open()
+        mask = reset_mask(mask, self.num_slots)
+        seeds = slot_seeds(seed, self.num_slots)
+        negative = [(i, s) for i, s in enumerate(seeds) if s is not None and s < 0]
+        if negative:
+            raise EnvError(
+                f"seeds must be non-negative integers, got {negative[0][1]} for slot {negative[0][0]}"
+            )
+
+        def part(c: range) -> tuple[list[int] | None, np.ndarray]:
+            chunk_seeds = None if seed is None else [int(s) for s in seeds[c.start : c.stop]]
+            return chunk_seeds, mask[c.start : c.stop]
+
+        workers = self._resources.workers
+        for worker in workers:
+            assert worker.conn is not None
+            worker.conn.send(("reset", part(worker.slots)))
+            self._issue(worker, _PIPE)
+        local_seeds, local_mask = part(self.chunks[0])
+        obs = np.empty((self.num_slots, *self.single_observation_space.shape))
+        obs[self.chunks[0].start : self.chunks[0].stop] = self._local.reset(
+            seed=local_seeds, mask=local_mask
+        )[0]
+        errors: list[BaseException] = []
+        for worker in workers:
+            try:
+                self._wait(worker, "reset")
+                obs[worker.slots.start : worker.slots.stop] = self._reply(worker, "reset")
+            except EnvError as exc:
+                if self._local is None:
+                    raise
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return obs, {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every live slot (see :meth:`LocomotionBatchedEnv.step`)."""
+        self._check_open()
+        acts = check_actions(actions, self.single_action_space, self.num_slots)
+        workers = self._resources.workers
+        for worker in workers:
+            worker.block.arrays["actions"][...] = acts[worker.slots.start : worker.slots.stop]
+            self._issue(worker, _STEP)
+        local = self.chunks[0]
+        try:
+            obs0, reward0, terminated0, truncated0, info0 = self._local.step(acts[: local.stop])
+        except BaseException:
+            self._drain(workers, "step")  # no answer may be left for the next command to read
+            raise
+        self._drain(workers, "step")
+        blocks = [worker.block.arrays for worker in workers]
+        obs = np.concatenate([obs0] + [a["obs"] for a in blocks])
+        reward = np.concatenate([reward0] + [a["reward"] for a in blocks])
+        terminated = np.concatenate([terminated0] + [a["terminated"] for a in blocks])
+        truncated = np.concatenate([truncated0] + [a["truncated"] for a in blocks])
+        info = {
+            key: np.concatenate([info0[key]] + [a["info_" + key] for a in blocks])
+            for key in self._info_spec
+        }
+        return obs, reward, terminated, truncated, info
+
+    def _drain(self, workers: list[_Worker], what: str) -> None:
+        """Wait for every worker's step; then raise the first worker error, if any."""
+        errors: list[BaseException] = []
+        for worker in workers:
+            try:
+                self._wait(worker, what)
+            except EnvError as exc:
+                if self._local is None:  # the env was closed: a worker is gone
+                    raise
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def physics_states(self) -> np.ndarray:
+        """``[B, nstate]`` every slot's ``mjSTATE_FULLPHYSICS`` state, gathered from all
+        processes."""
+        self._check_open()
+        parts = [self._local.physics_states()]
+        parts += self._command("physics_states", [None] * len(self._resources.workers))
+        return np.concatenate(parts)
+
+    def worker_pids(self) -> list[int | None]:
+        """The worker processes' ids (the caller's chunk has none)."""
+        return [w.process.pid if w.process is not None else None for w in self._resources.workers]
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory (idempotent)."""
+        self._finalizer()
+        if self._local is not None:
+            self._local.close()
+            self._local = None  # type: ignore[assignment]
