@@ -63,8 +63,10 @@ SPIN_S = 0.002
 NAP_S = 0.0001
 #: ... up to this.
 MAX_NAP_S = 0.002
-#: Seconds a worker may take to start or to answer before it is declared hung.
+#: Seconds a worker may take to answer a command before it is declared hung.
 DEFAULT_TIMEOUT_S = 120.0
+#: Seconds a worker may take to start (a fresh interpreter importing MuJoCo and metarl).
+START_TIMEOUT_S = 120.0
 
 # The command block: [command counter, done counter, command code, status].
 _SEQ, _DONE, _CODE, _STATUS = range(4)
@@ -163,7 +165,8 @@ def _worker_main(
         ctrl, actions, obs_out = block.ctrl, a["actions"], a["obs"]
         info_keys = [key[5:] for key in a if key.startswith("info_")]
         parent = mp.parent_process()
-        last = int(ctrl[_SEQ])
+        last = int(ctrl[_DONE])  # the last command served (none yet); never read _SEQ here: the
+        # caller may have issued its first command already
         idle_since = time.perf_counter()
         while True:
             seq = int(ctrl[_SEQ])
@@ -264,7 +267,8 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         dist: the task distribution.
         tasks: one task of ``dist`` per slot.
         num_processes: processes that step slots, the caller's included (at most ``B``).
-        timeout: seconds a worker may take to start or to answer before it is declared hung.
+        timeout: seconds a worker may take to answer before it is declared hung (starting may
+            take :data:`START_TIMEOUT_S` or ``timeout``, whichever is longer).
 
     Attributes:
         model: the caller's ``mujoco.MjModel`` (every process compiles the same one).
@@ -368,6 +372,8 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
     # -- the hand-over ------------------------------------------------------------------------
 
     def _check(self, worker: _Worker, what: str) -> Any:
+        limit = max(self.timeout, START_TIMEOUT_S) if what == "start" else self.timeout
+
         def check(waited: float) -> None:
             if not worker.process.is_alive():
                 code = worker.process.exitcode
@@ -375,10 +381,10 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
                 raise EnvError(
                     f"{worker.describe()} died with exit code {code} during {what}; the env is closed"
                 )
-            if waited > self.timeout:
+            if waited > limit:
                 self.close()
                 raise EnvError(
-                    f"{worker.describe()} did not answer {what} within {self.timeout:g} s; "
+                    f"{worker.describe()} did not answer {what} within {limit:g} s; "
                     "the env is closed"
                 )
 

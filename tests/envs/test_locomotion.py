@@ -662,3 +662,19 @@ def test_process_split_env_close_frees_workers_and_memory():
     for name in names:
         with pytest.raises(FileNotFoundError):
             shared_memory.SharedMemory(name=name)
+
+
+def test_process_split_env_times_out_a_hung_worker():
+    dist = _dist("halfcheetah-vel")
+    env = SplitLocomotionBatchedEnv(dist, _tasks(dist, 3), num_processes=2, timeout=1.0)
+    env.reset(seed=0)
+    (pid,) = env.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    with pytest.raises(EnvError, match=r"worker 1 .*did not answer step within 1 s"):
+        env.step(np.zeros((3, 6), dtype=np.float32))
+    # The timed-out worker was killed and reaped with the env.
+    with pytest.raises(OSError):
+        os.kill(pid, 0)
+    with pytest.raises(EnvError, match="closed"):
+        env.step(np.zeros((3, 6), dtype=np.float32))
+    env.close()
