@@ -341,7 +341,13 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         return layout
 
     def _start(self, tasks: list[Task]) -> None:
-        ctx = mp.get_context(next(m for m in START_METHODS if m in mp.get_all_start_methods()))
+        method = next(m for m in START_METHODS if m in mp.get_all_start_methods())
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            # Workers fork from a server that already imported this module (MuJoCo, numpy,
+            # torch), so a worker starts in a fraction of a second. The server is shared with
+            # the process pool (envs/procpool.py); the preload applies when this starts it.
+            ctx.set_forkserver_preload([__name__])
         started = []
         for index, slots in enumerate(self.chunks[1:], start=1):
             layout = self._layout(len(slots))
