@@ -159,7 +159,11 @@ def _worker_main(
     block = _Block(layout, name)
     env = None
     try:
-        env = LocomotionBatchedEnv(dist, tasks, num_threads=1)
+        try:
+            env = LocomotionBatchedEnv(dist, tasks, num_threads=1)
+        except Exception as exc:
+            conn.send(("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc())))
+            return
         conn.send(("ok", None))
         a = block.arrays
         ctrl, actions, obs_out = block.ctrl, a["actions"], a["obs"]
@@ -302,6 +306,8 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         self.max_episode_steps = int(dist.max_episode_steps)
         self.timeout = float(timeout)
         self.chunks = _chunks(b, self.num_threads)
+        for task in tasks:
+            dist.task_vector(task)  # every task checked here, with the in-process env's errors
         self._local = LocomotionBatchedEnv(dist, tasks[: self.chunks[0].stop], num_threads=1)
         self.model = self._local.model
         self.tasks: tuple[Task, ...] = tuple(tasks)

@@ -481,6 +481,9 @@ def test_batched_env_rejects_bad_input(parallel):
         dist.make_batched(tasks, parallel="fork")
     with pytest.raises(EnvError, match="at least one task"):
         dist.make_batched([])
+    # A task of another family is refused before any process starts, as in-process.
+    with pytest.raises(EnvError, match="'ant-dir'"):
+        dist.make_batched([tasks[0], _tasks(_dist("ant-goal"), 1)[0]], parallel=parallel)
     with pytest.raises(EnvError, match="'ant-dir'"):
         _dist("ant-goal").make_env(tasks[0])
 
