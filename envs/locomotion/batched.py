@@ -272,12 +272,19 @@ class LocomotionBatchedEnv(BatchedEnv):
         Raises:
             EnvError: wrong action shape, NaN/inf actions, or a slot never reset.
         """
-        acts = check_actions(actions, self.single_action_space, self.num_slots)
+        return self.step_checked(check_actions(actions, self.single_action_space, self.num_slots))
+
+    def step_checked(
+        self, acts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """:meth:`step` for actions already checked by ``check_actions`` (the process-split env
+        checks the whole batch once)."""
         if not self._started.all():
             raise EnvError(
                 f"slot {int(np.argmin(self._started))} was never reset; call reset() before step()"
             )
-        active = ~self._ended
+        all_active = not self._ended.any()
+        active = np.ones(self.num_slots, dtype=bool) if all_active else ~self._ended
         xy_before = self._xy.copy()
         self._ctrl[:] = acts
         if self.stepper == "rollout":
@@ -296,18 +303,24 @@ class LocomotionBatchedEnv(BatchedEnv):
             qvel=self._qvel,
             cfrc_ext=self._cfrc,
         )
-        self.elapsed_steps[active] += 1
-        truncated = active & (self.elapsed_steps >= self.max_episode_steps)
-        terminated &= active
-        idle = ~active
-        if idle.any():
+        if all_active:
+            # Every slot was simulated (the common case): no idle slot to mask.
+            self.elapsed_steps += 1
+            truncated = self.elapsed_steps >= self.max_episode_steps
+            ended = terminated | truncated
+        else:
+            self.elapsed_steps[active] += 1
+            truncated = active & (self.elapsed_steps >= self.max_episode_steps)
+            terminated &= active
+            idle = ~active
             reward[idle] = 0.0
             terminated[idle] = self._final_terminated[idle]
             truncated[idle] = self._final_truncated[idle]
-        ended = active & (terminated | truncated)
-        self._ended |= ended
-        self._final_terminated[ended] = terminated[ended]
-        self._final_truncated[ended] = truncated[ended]
+            ended = active & (terminated | truncated)
+        if ended.any():
+            self._ended |= ended
+            self._final_terminated[ended] = terminated[ended]
+            self._final_truncated[ended] = truncated[ended]
         info: dict[str, Any] = dict(parts)
         info["x_position"] = self._xy[:, 0].copy()
         info["y_position"] = self._xy[:, 1].copy()

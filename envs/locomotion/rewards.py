@@ -100,6 +100,8 @@ class LocomotionReward:
         else:
             task_term = -(np.abs(xy_after[:, 0] - task[:, 0]) + np.abs(xy_after[:, 1] - task[:, 1]))
         ctrl_cost = self.ctrl_cost_weight * np.square(action.astype(np.float64)).sum(axis=1)
+        # A zero bonus or contact cost is left out of the sum rather than added (x + 0 == x).
+        reward = (task_term + self.bonus - ctrl_cost) if self.bonus else (task_term - ctrl_cost)
         if self.contact_cost_weight:
             assert cfrc_ext is not None
             low, high = self.contact_force_range
@@ -107,9 +109,9 @@ class LocomotionReward:
             contact_cost = self.contact_cost_weight * np.square(contact).reshape(
                 len(contact), -1
             ).sum(axis=1)
+            reward -= contact_cost
         else:
-            contact_cost = np.zeros_like(ctrl_cost)
-        reward = task_term + self.bonus - ctrl_cost - contact_cost
+            contact_cost = np.zeros(len(ctrl_cost))
         if self.terminate_when_unhealthy:
             low_z, high_z = self.healthy_z_range
             z = qpos[:, 2]

@@ -180,7 +180,7 @@ def _worker_main(
             status = 0
             try:
                 if code == _STEP:
-                    obs, reward, terminated, truncated, info = env.step(actions)
+                    obs, reward, terminated, truncated, info = env.step_checked(actions)
                     obs_out[...] = obs
                     a["reward"][...] = reward
                     a["terminated"][...] = terminated
@@ -516,7 +516,9 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             self._issue(worker, _STEP)
         local = self.chunks[0]
         try:
-            obs0, reward0, terminated0, truncated0, info0 = self._local.step(acts[: local.stop])
+            obs0, reward0, terminated0, truncated0, info0 = self._local.step_checked(
+                acts[: local.stop]
+            )
         except BaseException:
             self._drain(workers, "step")  # no answer may be left for the next command to read
             raise
