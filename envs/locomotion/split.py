@@ -74,9 +74,13 @@ _STEP, _PIPE, _CLOSE = 1, 2, 3
 
 
 def default_parallel(num_threads: int) -> str:
-    """``"processes"`` on x86-64 with more than one core to use, else ``"threads"``."""
+    """``"processes"`` on x86-64 with more than one core to use, else ``"threads"`` (also inside
+    a daemonic process, such as a ``multiprocessing.Pool`` worker, which may not start
+    children)."""
     machine = platform.machine().lower()
-    return "processes" if num_threads > 1 and machine in ("x86_64", "amd64") else "threads"
+    if num_threads <= 1 or machine not in ("x86_64", "amd64") or mp.current_process().daemon:
+        return "threads"
+    return "processes"
 
 
 def _chunks(num_slots: int, num_processes: int) -> list[range]:

@@ -681,3 +681,19 @@ def test_process_split_env_times_out_a_hung_worker():
     with pytest.raises(EnvError, match="closed"):
         env.step(np.zeros((3, 6), dtype=np.float32))
     env.close()
+
+
+def _parallel_in_child(queue):
+    queue.put(default_parallel(2))
+
+
+def test_default_parallel_is_threads_where_processes_cannot_start():
+    import multiprocessing as mp
+
+    assert default_parallel(1) == "threads"
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_parallel_in_child, args=(queue,), daemon=True)
+    child.start()
+    assert queue.get(timeout=60) == "threads"  # a daemonic process may not have children
+    child.join(10)
