@@ -33,10 +33,11 @@ import numpy as np
 from mujoco import rollout
 
 from metarl.envs import make
+from metarl.envs.locomotion import LocomotionDistribution
 from metarl.errors import ConfigError
 from metarl.types import Task, TaskDistribution
 
-__all__ = ["add_arguments", "run", "ceiling_contender", "random_actions"]
+__all__ = ["add_arguments", "run", "ceiling_contender", "random_actions", "parallel_kwargs"]
 
 _SEED = 0
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         closers.append(async_env.close)
         sync_env = gym.vector.SyncVectorEnv([_env_factory(dist, task) for task in tasks])
         closers.append(sync_env.close)
-        batched = dist.make_batched(tasks, num_threads=threads)
+        batched = dist.make_batched(tasks, **parallel_kwargs(dist, threads))
         closers.append(batched.close)
         contenders["metarl"] = lambda: _time_batched(batched, actions)
         contenders["gymnasium_sync"] = lambda: _time_vector(sync_env, actions)
@@ -144,6 +145,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps_per_s": steps_per_s,
         "ratios": ratios,
     }
+
+
+def parallel_kwargs(dist: TaskDistribution, threads: int) -> dict[str, int]:
+    """The ``make_batched`` option that gives a family's batched env ``threads`` cores:
+    ``num_workers`` for Meta-World, ``num_threads`` for MuJoCo locomotion, none for the toy
+    families (they step every slot as arrays in the calling thread)."""
+    if dist.name.startswith("metaworld"):
+        return {"num_workers": threads}
+    if isinstance(dist, LocomotionDistribution):
+        return {"num_threads": threads}
+    return {}
 
 
 def random_actions(

@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.bench.envs import ceiling_contender, random_actions
+from metarl.bench.envs import ceiling_contender, parallel_kwargs, random_actions
 from metarl.envs import make
 from metarl.errors import ConfigError
 from metarl.sampler import Sampler
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sync_env = gym.vector.SyncVectorEnv([_factory(dist, t) for t in tasks])
             closers.append(sync_env.close)
             contenders["gymnasium_sync"] = lambda: _time_vector(sync_env, policy, steps)
-        env_kwargs = {"num_workers": threads} if is_metaworld else {"num_threads": threads}
+        env_kwargs = parallel_kwargs(dist, threads)
         sampler = Sampler(dist, seed=_SEED, device=device, env_kwargs=env_kwargs)
         closers.append(sampler.close)
 

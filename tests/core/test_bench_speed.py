@@ -1,0 +1,83 @@
+"""`metarl bench envs` and `metarl bench sampler`: result layout, ratio arithmetic, and every kind
+of family (MuJoCo with a ceiling, a toy family with none)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from metarl.bench import envs as bench_envs
+from metarl.bench import sampler as bench_sampler
+from metarl.envs import make
+from metarl.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    threads = torch.get_num_threads()  # the sampler bench sets 1 for every contender
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(module, **overrides):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    args = parser.parse_args([])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_parallel_kwargs_match_each_familys_make_batched():
+    assert bench_envs.parallel_kwargs(make("navigation-2d"), 2) == {}
+    assert bench_envs.parallel_kwargs(make("bandit", "k5-n10"), 2) == {}
+    assert bench_envs.parallel_kwargs(make("halfcheetah-vel"), 2) == {"num_threads": 2}
+    assert bench_envs.parallel_kwargs(make("metaworld-ml10"), 3) == {"num_workers": 3}
+
+
+def test_env_bench_runs_a_toy_family_without_a_ceiling():
+    result = bench_envs.run(_args(bench_envs, env="navigation-2d", slots=4, steps=5, threads=2))
+    assert result["steps_per_s"]["ceiling"] is None and "metarl_vs_ceiling" not in result["ratios"]
+    rates = result["steps_per_s"]
+    assert result["ratios"]["metarl_vs_gymnasium"] == pytest.approx(
+        rates["metarl"] / max(rates["gymnasium_sync"], rates["gymnasium_async"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "anchors", "has_ceiling"),
+    [
+        ("navigation-2d", "gymnasium_sync", False),
+        ("halfcheetah-vel", "gymnasium_sync,ceiling", True),
+    ],
+)
+def test_sampler_bench_layout_and_ratios(env, anchors, has_ceiling):
+    result = bench_sampler.run(
+        _args(bench_sampler, env=env, slots=2, repeats=3, threads=2, anchors=anchors)
+    )
+    rates = result["steps_per_s"]
+    assert set(rates) >= {"metarl", "gymnasium_async", "gymnasium_sync", "sb3_subproc", "ceiling"}
+    assert rates["metarl"] > 0 and rates["gymnasium_sync"] > 0
+    assert rates["gymnasium_async"] is None and rates["sb3_subproc"] is None  # not asked for
+    assert result["ratios"]["metarl_vs_best_vector_env"] == pytest.approx(
+        rates["metarl"] / rates["gymnasium_sync"]
+    )
+    if has_ceiling:
+        assert result["ratios"]["metarl_vs_ceiling"] == pytest.approx(
+            rates["metarl"] / rates["ceiling"]
+        )
+    else:
+        assert rates["ceiling"] is None
+    split = result["time_split"]
+    assert split["env_fraction"] + split["policy_fraction"] + split["sampler_fraction"] == (
+        pytest.approx(1.0)
+    )
+
+
+def test_sampler_bench_rejects_bad_arguments():
+    with pytest.raises(ConfigError, match="unknown anchor 'nope'"):
+        bench_sampler.run(_args(bench_sampler, env="navigation-2d", anchors="nope"))
+    with pytest.raises(ConfigError, match="at least 3"):
+        bench_sampler.run(_args(bench_sampler, env="navigation-2d", repeats=2))
