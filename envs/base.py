@@ -23,19 +23,27 @@ def check_actions(actions: object, space: gym.Space, num_slots: int) -> np.ndarr
     if isinstance(space, gym.spaces.Discrete):
         expected: tuple[int, ...] = (num_slots,)
         if arr.shape != expected:
-            raise EnvError(f"actions must have shape {expected} for {num_slots} slots of {space}, got {arr.shape}")
+            raise EnvError(
+                f"actions must have shape {expected} for {num_slots} slots of {space}, got {arr.shape}"
+            )
         if not np.issubdtype(arr.dtype, np.integer):
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise EnvError(f"discrete actions must be integers, got {arr[np.argmax(arr != np.round(arr))]!r}")
+                raise EnvError(
+                    f"discrete actions must be integers, got {arr[np.argmax(arr != np.round(arr))]!r}"
+                )
             arr = arr.astype(np.int64)
         bad = (arr < space.start) | (arr >= space.start + space.n)
         if bad.any():
-            raise EnvError(f"discrete action {int(arr[bad][0])} out of range [{space.start}, {space.start + space.n}) in slot {int(np.argmax(bad))}")
+            raise EnvError(
+                f"discrete action {int(arr[bad][0])} out of range [{space.start}, {space.start + space.n}) in slot {int(np.argmax(bad))}"
+            )
         return arr
     if isinstance(space, gym.spaces.Box):
         expected = (num_slots, *space.shape)
         if arr.shape != expected:
-            raise EnvError(f"actions must have shape {expected} for {num_slots} slots of {space}, got {arr.shape}")
+            raise EnvError(
+                f"actions must have shape {expected} for {num_slots} slots of {space}, got {arr.shape}"
+            )
         arr = arr.astype(space.dtype, copy=False)
         finite = np.isfinite(arr)
         if not finite.all():
@@ -54,6 +62,18 @@ def slot_seeds(seed: int | Sequence[int] | None, num_slots: int) -> list[int | N
     seeds = [int(s) for s in seed]
     if len(seeds) != num_slots:
         raise EnvError(f"expected {num_slots} seeds, one per slot, got {len(seeds)}")
+    return seeds
+
+
+def nonnegative_slot_seeds(seed: int | Sequence[int] | None, num_slots: int) -> list[int | None]:
+    """:func:`slot_seeds`, refusing a negative seed (``gymnasium.utils.seeding`` needs
+    non-negative ones) with a one-line error naming the slot."""
+    seeds = slot_seeds(seed, num_slots)
+    negative = [(i, s) for i, s in enumerate(seeds) if s is not None and s < 0]
+    if negative:
+        raise EnvError(
+            f"seeds must be non-negative integers, got {negative[0][1]} for slot {negative[0][0]}"
+        )
     return seeds
 
 

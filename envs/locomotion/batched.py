@@ -45,7 +45,7 @@ import numpy as np
 from gymnasium.utils import seeding
 from mujoco import rollout
 
-from metarl.envs.base import check_actions, reset_mask, slot_seeds
+from metarl.envs.base import check_actions, nonnegative_slot_seeds, reset_mask
 from metarl.errors import EnvError
 from metarl.types import BatchedEnv, Task
 
@@ -206,12 +206,7 @@ class LocomotionBatchedEnv(BatchedEnv):
         the masked slots' generators are reseeded.
         """
         mask = reset_mask(mask, self.num_slots)
-        seeds = slot_seeds(seed, self.num_slots)
-        negative = [(i, s) for i, s in enumerate(seeds) if s is not None and s < 0]
-        if negative:
-            raise EnvError(
-                f"seeds must be non-negative integers, got {negative[0][1]} for slot {negative[0][0]}"
-            )
+        seeds = nonnegative_slot_seeds(seed, self.num_slots)
         for i in np.flatnonzero(mask).tolist():
             slot_seed = seeds[i]
             if slot_seed is not None:

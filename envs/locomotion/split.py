@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metarl.envs.base import check_actions, reset_mask, slot_seeds
+from metarl.envs.base import check_actions, nonnegative_slot_seeds, reset_mask
 from metarl.envs.locomotion.batched import LocomotionBatchedEnv
 from metarl.envs.procpool import START_METHODS, RemoteTraceback
 from metarl.errors import EnvError
@@ -101,7 +101,6 @@ class _Block:
             offsets[key] = size
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             size += (nbytes + 63) // 64 * 64  # each array on its own cache lines
-        self.layout = layout
         self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=max(size, 64))
         self.arrays = {
             key: np.ndarray(shape, dtype=dtype, buffer=self.shm.buf, offset=offsets[key])
@@ -289,9 +288,10 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         tasks = list(tasks)
         if not tasks:
             raise EnvError("a batched env needs at least one task, got 0")
-        if isinstance(num_processes, bool) or not isinstance(num_processes, (int, np.integer)):
-            raise EnvError(f"num_processes must be a positive integer, got {num_processes!r}")
-        if num_processes < 1:
+        integer = isinstance(num_processes, (int, np.integer)) and not isinstance(
+            num_processes, bool
+        )
+        if not integer or num_processes < 1:
             raise EnvError(f"num_processes must be a positive integer, got {num_processes!r}")
         self.dist = dist
         self.robot = dist.robot
@@ -350,7 +350,6 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             # torch), so a worker starts in a fraction of a second. The server is shared with
             # the process pool (envs/procpool.py); the preload applies when this starts it.
             ctx.set_forkserver_preload([__name__])
-        started = []
         for index, slots in enumerate(self.chunks[1:], start=1):
             layout = self._layout(len(slots))
             worker = _Worker(index, slots, _Block(layout))
@@ -373,8 +372,7 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             )
             worker.process.start()
             child_conn.close()
-            started.append(worker)
-        for worker in started:
+        for worker in self._resources.workers:
             self._reply(worker, "start")
 
     # -- the hand-over ------------------------------------------------------------------------
@@ -435,18 +433,7 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             assert worker.conn is not None
             worker.conn.send((command, payload))
             self._issue(worker, _PIPE)
-        results, errors = [], []
-        for worker in workers:
-            try:
-                self._wait(worker, command)
-                results.append(self._reply(worker, command))
-            except EnvError as exc:
-                if self._local is None:
-                    raise
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-        return results
+        return self._collect(workers, command, answer=True)
 
     def _check_open(self) -> None:
         if self._local is None:
@@ -474,12 +461,7 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         """Reset the slots in ``mask`` (see :meth:`LocomotionBatchedEnv.reset`)."""
         self._check_open()
         mask = reset_mask(mask, self.num_slots)
-        seeds = slot_seeds(seed, self.num_slots)
-        negative = [(i, s) for i, s in enumerate(seeds) if s is not None and s < 0]
-        if negative:
-            raise EnvError(
-                f"seeds must be non-negative integers, got {negative[0][1]} for slot {negative[0][0]}"
-            )
+        seeds = nonnegative_slot_seeds(seed, self.num_slots)
 
         def part(c: range) -> tuple[list[int] | None, np.ndarray]:
             chunk_seeds = None if seed is None else [int(s) for s in seeds[c.start : c.stop]]
@@ -495,17 +477,8 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         obs[self.chunks[0].start : self.chunks[0].stop] = self._local.reset(
             seed=local_seeds, mask=local_mask
         )[0]
-        errors: list[BaseException] = []
-        for worker in workers:
-            try:
-                self._wait(worker, "reset")
-                obs[worker.slots.start : worker.slots.stop] = self._reply(worker, "reset")
-            except EnvError as exc:
-                if self._local is None:
-                    raise
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        for worker, answer in zip(workers, self._collect(workers, "reset", answer=True)):
+            obs[worker.slots.start : worker.slots.stop] = answer
         return obs, {}
 
     def step(
@@ -524,9 +497,9 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
                 acts[: local.stop]
             )
         except BaseException:
-            self._drain(workers, "step")  # no answer may be left for the next command to read
+            self._collect(workers, "step")  # no answer may be left for the next command to read
             raise
-        self._drain(workers, "step")
+        self._collect(workers, "step")
         blocks = [worker.block.arrays for worker in workers]
         obs = np.concatenate([obs0] + [a["obs"] for a in blocks])
         reward = np.concatenate([reward0] + [a["reward"] for a in blocks])
@@ -538,18 +511,23 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         }
         return obs, reward, terminated, truncated, info
 
-    def _drain(self, workers: list[_Worker], what: str) -> None:
-        """Wait for every worker's step; then raise the first worker error, if any."""
+    def _collect(self, workers: list[_Worker], what: str, *, answer: bool = False) -> list[Any]:
+        """Wait for every worker's command (and read its answer from the pipe when ``answer``),
+        so that none is left for the next command to read; then raise the first worker error,
+        if any. Returns the answers (``None`` each without ``answer``)."""
+        answers: list[Any] = []
         errors: list[BaseException] = []
         for worker in workers:
             try:
                 self._wait(worker, what)
+                answers.append(self._reply(worker, what) if answer else None)
             except EnvError as exc:
                 if self._local is None:  # the env was closed: a worker is gone
                     raise
                 errors.append(exc)
         if errors:
             raise errors[0]
+        return answers
 
     def physics_states(self) -> np.ndarray:
         """``[B, nstate]`` every slot's ``mjSTATE_FULLPHYSICS`` state, gathered from all

@@ -1,4 +1,25 @@
 """Benchmarks behind ``metarl bench <name>``: each module has ``add_arguments(parser)`` and
 ``run(args) -> dict``, and compares metarl against its anchors in one run (design §7)."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["default_args"]
+
+
+def default_args(
+    add_arguments: Callable[[argparse.ArgumentParser], None], **overrides: Any
+) -> argparse.Namespace:
+    """A bench's options with their command-line defaults and ``overrides``, for calling its
+    ``run(args)`` from Python: ``run(default_args(add_arguments, env="ant-vel", slots=16))``."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    for key, value in overrides.items():
+        if not hasattr(args, key):
+            raise ValueError(f"unknown bench option {key!r}; valid options: {sorted(vars(args))}")
+        setattr(args, key, value)
+    return args

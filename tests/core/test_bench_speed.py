@@ -3,11 +3,10 @@ of family (MuJoCo with a ceiling, a toy family with none)."""
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
+from metarl.bench import default_args
 from metarl.bench import envs as bench_envs
 from metarl.bench import sampler as bench_sampler
 from metarl.envs import make
@@ -22,12 +21,7 @@ def _keep_torch_threads():
 
 
 def _args(module, **overrides):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    args = parser.parse_args([])
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
+    return default_args(module.add_arguments, **overrides)
 
 
 def test_parallel_kwargs_match_each_familys_make_batched():
@@ -81,3 +75,9 @@ def test_sampler_bench_rejects_bad_arguments():
         bench_sampler.run(_args(bench_sampler, env="navigation-2d", anchors="nope"))
     with pytest.raises(ConfigError, match="at least 3"):
         bench_sampler.run(_args(bench_sampler, env="navigation-2d", repeats=2))
+
+
+def test_default_args_names_an_unknown_option():
+    assert default_args(bench_envs.add_arguments, slots=3).slots == 3
+    with pytest.raises(ValueError, match="unknown bench option 'slot'.*'slots'"):
+        default_args(bench_envs.add_arguments, slot=3)

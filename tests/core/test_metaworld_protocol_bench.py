@@ -12,18 +12,14 @@ from scipy.stats import binom
 pytest.importorskip("metaworld")
 
 from metarl import cli  # noqa: E402
+from metarl.bench import default_args  # noqa: E402
 from metarl.bench import metaworld_protocol as bench  # noqa: E402
 from metarl.errors import CheckpointError, ConfigError, EnvError  # noqa: E402
 from metarl.seeding import numpy_rng  # noqa: E402
 
 
 def _args(**kw) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args([])
-    for key, value in kw.items():
-        setattr(args, key, value)
-    return args
+    return default_args(bench.add_arguments, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ resets), the train/test rules, one-line errors on bad input, and the benchmark's
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import signal
@@ -22,6 +21,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import metarl.envs as menvs
+from metarl.bench import default_args
 from metarl.bench import envs as bench_envs
 from metarl.envs.locomotion import PRESETS, LocomotionBatchedEnv
 from metarl.envs.locomotion.split import SplitLocomotionBatchedEnv, default_parallel
@@ -592,12 +592,7 @@ def test_tasks_are_checked_against_the_family():
 
 
 def _bench_args(**overrides):
-    parser = argparse.ArgumentParser()
-    bench_envs.add_arguments(parser)
-    args = parser.parse_args([])
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
+    return default_args(bench_envs.add_arguments, **overrides)
 
 
 def test_bench_result_layout():
