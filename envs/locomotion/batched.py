@@ -151,7 +151,12 @@ class LocomotionBatchedEnv(BatchedEnv):
         self._state_rows = [self.states[i] for i in range(b)]
         self._qpos = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QPOS)]
         self._qvel = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QVEL)]
+        self._reset_row: np.ndarray | None = None
         if self.stepper == "rollout":
+            d = self.datas[0]
+            mujoco.mj_resetData(m, d)
+            self._reset_row = np.empty(self.states.shape[1])
+            mujoco.mj_getState(m, d, self._reset_row, self.state_spec)
             self._ctrl = np.zeros((b, m.nu))
             # Buffers of the full-batch call: controls held for frame_skip steps, and the states
             # after each of them.
@@ -161,6 +166,7 @@ class LocomotionBatchedEnv(BatchedEnv):
             self._roller: rollout.Rollout | None = rollout.Rollout(
                 nthread=self.num_threads if self.num_threads > 1 else 0
             )
+            self._rollout_chunks = _ROLLOUT_CHUNKS_PER_THREAD * max(1, self._roller.nthread)
         else:
             ctrl = _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_CTRL)
             self._ctrl = self.states[:, ctrl]
@@ -170,6 +176,9 @@ class LocomotionBatchedEnv(BatchedEnv):
         self.elapsed_steps = np.zeros(b, dtype=np.int64)
         self._started = np.zeros(b, dtype=bool)
         self._ended = np.zeros(b, dtype=bool)
+        # Summaries of the two masks, kept up to date by reset and step (the hot path reads them).
+        self._all_started = False
+        self._any_ended = False
         self._final_terminated = np.zeros(b, dtype=bool)
         self._final_truncated = np.zeros(b, dtype=bool)
         self._rngs: list[np.random.Generator | None] = [None] * b
@@ -219,17 +228,27 @@ class LocomotionBatchedEnv(BatchedEnv):
         self.elapsed_steps[mask] = 0
         self._started |= mask
         self._ended[mask] = False
+        self._all_started = bool(self._started.all())
+        self._any_ended = bool(self._ended.any())
         self._final_terminated[mask] = False
         self._final_truncated[mask] = False
         return self._observe(), {}
 
     def _reset_slot(self, i: int, rng: np.random.Generator) -> None:
-        # The same calls, in the same order, as gymnasium v5's MujocoEnv.reset + reset_model.
+        # The same draws, in the same order, as gymnasium v5's MujocoEnv.reset + reset_model.
         m, d = self.model, self.datas[0]
         noise = self.robot.reset_noise_scale
-        mujoco.mj_resetData(m, d)
         qpos = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
         qvel = self._init_qvel + noise * rng.standard_normal(m.nv)
+        if self._reset_row is not None:
+            # The rollout mode's state is mjSTATE_FULLPHYSICS, which mj_forward leaves as it
+            # is: the reset state is mj_resetData's with the drawn qpos and qvel, no MuJoCo call.
+            row = self._state_rows[i]
+            row[:] = self._reset_row
+            self._qpos[i] = qpos
+            self._qvel[i] = qvel
+            return
+        mujoco.mj_resetData(m, d)
         d.qpos[:] = qpos
         d.qvel[:] = qvel
         mujoco.mj_forward(m, d)
@@ -274,17 +293,17 @@ class LocomotionBatchedEnv(BatchedEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """:meth:`step` for actions already checked by ``check_actions`` (the process-split env
         checks the whole batch once)."""
-        if not self._started.all():
+        if not self._all_started:
             raise EnvError(
                 f"slot {int(np.argmin(self._started))} was never reset; call reset() before step()"
             )
-        all_active = not self._ended.any()
+        all_active = not self._any_ended
         active = np.ones(self.num_slots, dtype=bool) if all_active else ~self._ended
         xy_before = self._xy.copy()
-        self._ctrl[:] = acts
         if self.stepper == "rollout":
-            self._simulate_rollout(active)
+            self._simulate_rollout(acts, None if all_active else active)
         else:
+            self._ctrl[:] = acts
             self._simulate(np.flatnonzero(active).tolist())
         if not self._body_xy:
             self._xy[:, 0] = self._qpos[:, 0]
@@ -313,6 +332,7 @@ class LocomotionBatchedEnv(BatchedEnv):
             truncated[idle] = self._final_truncated[idle]
             ended = active & (terminated | truncated)
         if ended.any():
+            self._any_ended = True
             self._ended |= ended
             self._final_terminated[ended] = terminated[ended]
             self._final_truncated[ended] = truncated[ended]
@@ -322,27 +342,28 @@ class LocomotionBatchedEnv(BatchedEnv):
         info["active"] = active
         return self._observe(), reward, terminated, truncated, info
 
-    def _simulate_rollout(self, active: np.ndarray) -> None:
-        """Advance the ``active`` slots by one env step in one ``mujoco.rollout`` call."""
+    def _simulate_rollout(self, acts: np.ndarray, active: np.ndarray | None) -> None:
+        """Advance the ``active`` slots (all when ``None``) by one env step with ``acts``, in one
+        ``mujoco.rollout`` call."""
         assert self._roller is not None
-        n = int(active.sum())
-        if n == 0:
-            return
-        if n == self.num_slots:
+        if active is None:
+            n = self.num_slots
             control, trajectory, models, initial = (
                 self._control,
                 self._trajectory,
                 self._models,
                 self.states,
             )
-            control[:] = self._ctrl[:, None]
+            control[:] = acts[:, None]
         else:
             index = np.flatnonzero(active)
+            n = len(index)
+            if n == 0:
+                return
             initial = self.states[index]
-            control = np.repeat(self._ctrl[index, None], self.robot.frame_skip, axis=1)
+            control = np.repeat(acts[index, None].astype(np.float64), self.robot.frame_skip, axis=1)
             trajectory = np.empty((n, *self._trajectory.shape[1:]))
             models = self._models[:n]
-        threads = max(1, self._roller.nthread)
         self._roller.rollout(
             models,
             self.datas,
@@ -355,9 +376,9 @@ class LocomotionBatchedEnv(BatchedEnv):
             sensordata=None,
             # Two chunks per thread: fewer hand-offs than rollout's default of ten, and still
             # even enough when slots cost the same.
-            chunk_size=max(1, -(-n // (_ROLLOUT_CHUNKS_PER_THREAD * threads))),
+            chunk_size=max(1, -(-n // self._rollout_chunks)),
         )
-        if n == self.num_slots:
+        if active is None:
             self.states[:] = trajectory[:, -1]
         else:
             self.states[index] = trajectory[:, -1]

@@ -99,7 +99,9 @@ class LocomotionReward:
             task_term = vx * np.cos(task[:, 0]) + vy * np.sin(task[:, 0])
         else:
             task_term = -(np.abs(xy_after[:, 0] - task[:, 0]) + np.abs(xy_after[:, 1] - task[:, 1]))
-        ctrl_cost = self.ctrl_cost_weight * np.square(action.astype(np.float64)).sum(axis=1)
+        ctrl_cost = self.ctrl_cost_weight * np.add.reduce(
+            np.square(action.astype(np.float64)), axis=1
+        )
         # A zero bonus or contact cost is left out of the sum rather than added (x + 0 == x).
         reward = (task_term + self.bonus - ctrl_cost) if self.bonus else (task_term - ctrl_cost)
         if self.contact_cost_weight:
@@ -128,7 +130,9 @@ class LocomotionReward:
             "reward_task": task_term,
             "reward_ctrl": -ctrl_cost,
             "reward_contact": -contact_cost,
-            "reward_bonus": np.full(len(reward), float(self.bonus)),
+            "reward_bonus": (
+                np.full(len(reward), float(self.bonus)) if self.bonus else np.zeros(len(reward))
+            ),
             "x_velocity": vx,
             "y_velocity": vy,
         }

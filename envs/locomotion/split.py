@@ -244,7 +244,7 @@ class _Resources:
                 w.block.ctrl[_CODE] = _CLOSE
                 w.block.ctrl[_SEQ] = w.seq
         for w in self.workers:
-            if w.process is not None:
+            if w.process is not None and w.process.pid is not None:  # started
                 w.process.join(2.0)
                 if w.process.is_alive():
                     w.process.kill()
@@ -308,6 +308,11 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         self.model = self._local.model
         self.tasks: tuple[Task, ...] = tuple(tasks)
         self._info_spec = self._probe_info()
+        # The step's results in the order the caller assembles them, with their dtypes.
+        layout = self._layout(1)
+        self._result_keys = ["obs", "reward", "terminated", "truncated"]
+        self._result_keys += ["info_" + key for key in self._info_spec]
+        self._result_dtypes = {key: np.dtype(layout[key][1]) for key in self._result_keys}
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
         try:
@@ -384,8 +389,14 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             if not worker.process.is_alive():
                 code = worker.process.exitcode
                 self.close()
+                hint = (
+                    ' (a script that builds envs when imported needs `if __name__ == "__main__":`)'
+                    if what == "start"
+                    else ""
+                )
                 raise EnvError(
-                    f"{worker.describe()} died with exit code {code} during {what}; the env is closed"
+                    f"{worker.describe()} died with exit code {code} during {what}; "
+                    f"the env is closed{hint}"
                 )
             if waited > limit:
                 self.close()
@@ -496,19 +507,23 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             obs0, reward0, terminated0, truncated0, info0 = self._local.step_checked(
                 acts[: local.stop]
             )
+            # The caller's rows of the results are filled while the workers finish theirs.
+            parts = [obs0, reward0, terminated0, truncated0, *(info0[k] for k in self._info_spec)]
+            results = []
+            for key, part in zip(self._result_keys, parts):
+                array = np.empty((self.num_slots, *part.shape[1:]), self._result_dtypes[key])
+                array[: local.stop] = part
+                results.append(array)
         except BaseException:
             self._collect(workers, "step")  # no answer may be left for the next command to read
             raise
         self._collect(workers, "step")
-        blocks = [worker.block.arrays for worker in workers]
-        obs = np.concatenate([obs0] + [a["obs"] for a in blocks])
-        reward = np.concatenate([reward0] + [a["reward"] for a in blocks])
-        terminated = np.concatenate([terminated0] + [a["terminated"] for a in blocks])
-        truncated = np.concatenate([truncated0] + [a["truncated"] for a in blocks])
-        info = {
-            key: np.concatenate([info0[key]] + [a["info_" + key] for a in blocks])
-            for key in self._info_spec
-        }
+        for worker in workers:
+            lo, hi = worker.slots.start, worker.slots.stop
+            for array, key in zip(results, self._result_keys):
+                array[lo:hi] = worker.block.arrays[key]
+        obs, reward, terminated, truncated = results[:4]
+        info = dict(zip(self._info_spec, results[4:]))
         return obs, reward, terminated, truncated, info
 
     def _collect(self, workers: list[_Worker], what: str, *, answer: bool = False) -> list[Any]:

@@ -692,3 +692,30 @@ def test_default_parallel_is_threads_where_processes_cannot_start():
     child.start()
     assert queue.get(timeout=60) == "threads"  # a daemonic process may not have children
     child.join(10)
+
+
+def test_process_split_env_that_fails_to_start_frees_everything(monkeypatch):
+    import multiprocessing as mp
+
+    import metarl.envs.locomotion.split as split_module
+
+    made: list[str] = []
+    real_block = split_module._Block
+
+    def recording_block(*args, **kwargs):
+        block = real_block(*args, **kwargs)
+        made.append(block.shm.name)
+        return block
+
+    def failing_start(self):
+        raise RuntimeError("no more processes")
+
+    monkeypatch.setattr(split_module, "_Block", recording_block)
+    monkeypatch.setattr(mp.process.BaseProcess, "start", failing_start)
+    dist = _dist("halfcheetah-vel")
+    # The error is the start's own, not one from cleaning up a worker that never started.
+    with pytest.raises(RuntimeError, match="no more processes"):
+        SplitLocomotionBatchedEnv(dist, _tasks(dist, 3), num_processes=3)
+    assert len(made) == 1
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=made[0])
