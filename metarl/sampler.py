@@ -243,6 +243,7 @@ class Sampler:
         buf_mask = np.zeros((horizon, num), dtype=bool)
         buf_success = np.zeros((horizon, num), dtype=bool) if env.has_success else None
         extras: dict[str, torch.Tensor] = {}
+        extras_np: dict[str, np.ndarray] = {}
         buffers = (buf_obs, buf_next, buf_act, buf_rew, buf_term, buf_trunc, buf_episode, buf_step, buf_mask, buf_success)
 
         t0 = time.perf_counter()
@@ -280,7 +281,8 @@ class Sampler:
             action_np = action.detach().cpu().numpy()
             stats.policy_s += time.perf_counter() - t_policy
 
-            env_action = action_np if low is None else np.clip(action_np, low, high)
+            # np.maximum/np.minimum: the same values as np.clip, without its per-call overhead.
+            env_action = action_np if low is None else np.minimum(np.maximum(action_np, low), high)
             t_env = time.perf_counter()
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             stats.env_s += time.perf_counter() - t_env
@@ -293,7 +295,13 @@ class Sampler:
                 for key, value in step_extras.items():
                     if key not in extras:
                         extras[key] = torch.zeros((horizon, num, *value.shape[1:]), dtype=value.dtype, device=device)
-                    extras[key][int(cursor[0])] = value.detach()
+                        if extras[key].device.type == "cpu":
+                            # A view of the tensor: rows are written through numpy, cheaper per step.
+                            extras_np[key] = extras[key].numpy()
+                    if key in extras_np:
+                        extras_np[key][int(cursor[0])] = value.detach().numpy()
+                    else:
+                        extras[key][int(cursor[0])] = value.detach()
             else:
                 rows, cols = cursor[active], slots[active]
                 buf_obs[rows, cols] = obs[active]
@@ -336,7 +344,7 @@ class Sampler:
                 obs = np.where(restart.reshape(-1, *([1] * len(obs_shape))), reset_obs, next_obs)
                 step_in_episode[restart] = 0
 
-            prev_reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            prev_reward = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=device)
             prev_done = torch.as_tensor(ended, dtype=torch.float32, device=device)
             if self._discrete:
                 prev_action = torch.nn.functional.one_hot(
