@@ -149,8 +149,17 @@ class LocomotionBatchedEnv(BatchedEnv):
         self.states = np.zeros((b, mujoco.mj_stateSize(m, self.state_spec)))
         # Row views made once: the hot loop hands them to mj_setState/mj_getState as they are.
         self._state_rows = [self.states[i] for i in range(b)]
-        self._qpos = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QPOS)]
-        self._qvel = self.states[:, _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QVEL)]
+        qpos_cols = _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QPOS)
+        qvel_cols = _state_slice(m, self.state_spec, mujoco.mjtState.mjSTATE_QVEL)
+        self._qpos = self.states[:, qpos_cols]
+        self._qvel = self.states[:, qvel_cols]
+        # When the observation is just qpos (after the skipped coordinates) and qvel, it is one
+        # run of columns of the state rows (qvel follows qpos in MuJoCo's state order): one copy.
+        self._obs_cols: slice | None = None
+        if not (self.robot.contact_forces_in_obs or dist.task_in_obs) and (
+            qvel_cols.start == qpos_cols.stop
+        ):
+            self._obs_cols = slice(qpos_cols.start + self.robot.skipped_qpos, qvel_cols.stop)
         self._reset_row: np.ndarray | None = None
         if self.stepper == "rollout":
             d = self.datas[0]
@@ -438,6 +447,8 @@ class LocomotionBatchedEnv(BatchedEnv):
                 get_state(m, d, row, spec)
 
     def _observe(self) -> np.ndarray:
+        if self._obs_cols is not None:
+            return self.states[:, self._obs_cols].copy()
         task = self._task if self.dist.task_in_obs else None
         return self.robot.observe(self._qpos, self._qvel, self._cfrc, task)
 

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=200, help="env steps per repetition (default: 200)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="interleaved repetitions, at least 3 (default: 3)"
+        "--repeats", type=int, default=5, help="interleaved repetitions, at least 3 (default: 5)"
     )
     parser.add_argument(
         "--threads",

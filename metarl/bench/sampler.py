@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="halfcheetah-vel", help="task family (default: halfcheetah-vel)")
     parser.add_argument("--preset", default=None, help="preset of the family (default: the family's default)")
     parser.add_argument("--slots", type=int, default=64, help="slots (one episode each) per collection (default: 64)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions, at least 3 (default: 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions, at least 3 (default: 5)")
     parser.add_argument("--device", default="cpu", help="policy device: cpu or cuda (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="env threads/workers (default: all cores)")
     parser.add_argument(
