@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import shutil
+import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from importlib.resources import as_file
@@ -70,6 +71,16 @@ def _fail(message: str) -> NoReturn:
     sys.stderr.write(f"metarl: error: {' '.join(str(message).split())}\n")
     sys.stderr.flush()
     raise SystemExit(2)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -278,6 +289,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             run_dir=run_dir,
             device=device,
             progress=args.progress,
+            time_limit_minutes=args.time_limit,
         )
         if state is not None:
             try:
@@ -330,6 +342,13 @@ def _train(
     print(f"adaptation plot: {result.plot_path}")
     if result.best_metric is not None and result.best_value is not None:
         print(f"best {result.best_metric}: {result.best_value:.4g} (checkpoints/best.pt)")
+    if result.stopped_early is not None:
+        print(
+            f"stopped early ({result.stopped_early}) at iteration {result.iterations} of "
+            f"{trainer.config.run.iterations}; continue with: metarl train --resume {run_dir}"
+        )
+        if result.stopped_early == "SIGTERM":
+            return 128 + signal.SIGTERM  # the run did not finish, as a killed process reports
     return 0
 
 
@@ -649,6 +668,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--device",
         choices=["auto", "cpu", "cuda"],
         help="where learning runs (overrides run.device; auto = CUDA when available)",
+    )
+    train.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        metavar="MINUTES",
+        help="stop after the iteration in progress once this many minutes have passed, "
+        "evaluate and checkpoint it (overrides run.time_limit_minutes; continue with --resume)",
     )
     train.add_argument(
         "--run-dir",

@@ -109,6 +109,12 @@ class RunConfig:
     torch_threads: int | None = at_least(None, 1)
     """Threads torch uses for learning on the CPU; ``None``: the number of CPU cores, at most 8."""
 
+    time_limit_minutes: float | None = positive(None)
+    """Wall-clock budget of one ``metarl train`` invocation, in minutes; ``None``: no limit. Once
+    it has passed, the run stops after the iteration in progress, evaluates and checkpoints that
+    iteration, and ``metarl train --resume`` continues it later (the budget counts from each
+    start). A SIGTERM (a batch scheduler's or ``timeout``'s) stops the run the same way."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:

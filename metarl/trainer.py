@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -198,6 +200,31 @@ class TrainResult:
     plot_path: Path
     best_metric: str | None
     best_value: float | None
+    stopped_early: str | None = None
+    """``"time limit"`` or ``"SIGTERM"`` when the run stopped before ``run.iterations``."""
+
+
+class _StopOnSigterm:
+    """While active, a SIGTERM sets :attr:`received` instead of killing the process, so that the
+    training loop can finish its iteration and checkpoint it (main thread only; elsewhere a
+    no-op)."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def __enter__(self) -> _StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 class Trainer:
@@ -211,6 +238,8 @@ class Trainer:
         run_dir: where metrics, checkpoints and the evaluation go (must exist).
         device: the learner device.
         progress: show a tqdm progress bar; ``None``: only on a terminal.
+        time_limit_minutes: this invocation's wall-clock budget; ``None``: the config's
+            ``run.time_limit_minutes`` (see there). Not written to the run's config.
     """
 
     def __init__(
@@ -223,7 +252,10 @@ class Trainer:
         run_dir: str | Path,
         device: torch.device,
         progress: bool | None = None,
+        time_limit_minutes: float | None = None,
     ):
+        if time_limit_minutes is not None and not time_limit_minutes > 0:
+            raise ConfigError(f"time_limit_minutes must be positive, got {time_limit_minutes!r}")
         self.config = config
         self.dist = dist
         self.agent = agent
@@ -241,6 +273,8 @@ class Trainer:
         self.best_value: float | None = None
         self.best_iteration: int | None = None
         self._resumed_from: int | None = None
+        self.stopped_early: str | None = None
+        self.time_limit_minutes = time_limit_minutes
 
     # ----------------------------------------------------------------------------------------
     # State
@@ -347,7 +381,14 @@ class Trainer:
         valid_tasks = validation_tasks(cfg, self.dist)
         report = None
         checked_best = False
+        limit = (
+            cfg.run.time_limit_minutes
+            if self.time_limit_minutes is None
+            else self.time_limit_minutes
+        )
+        deadline = None if limit is None else time.monotonic() + 60.0 * limit
         with (
+            _StopOnSigterm() as sigterm,
             RunLogger(self.run_dir, resume_iteration=self._resumed_from) as run_log,
             tqdm(
                 total=cfg.run.iterations,
@@ -372,6 +413,11 @@ class Trainer:
                 sample_stats = self.sampler.pop_stats()
                 self.iteration += 1
                 self.env_steps += int(self.sampler.total_env_steps - steps_before)
+                # Out of time or told to stop: this iteration is the last of this invocation, so
+                # it is evaluated and checkpointed like the run's final one.
+                stopping = self.iteration < cfg.run.iterations and (
+                    sigterm.received or (deadline is not None and time.monotonic() >= deadline)
+                )
 
                 metrics: dict[str, float] = {k: float(v) for k, v in stats.items()}
                 metrics.update({k: float(v) for k, v in sample_stats.items()})
@@ -380,7 +426,7 @@ class Trainer:
                 metrics["time/learn_s"] = max(
                     elapsed - float(sample_stats.get("time/sample_s", 0.0)), 0.0
                 )
-                evaluated = self._eval_due(self.iteration)
+                evaluated = stopping or self._eval_due(self.iteration)
                 if evaluated:
                     eval_start = time.perf_counter()
                     # Validation first, so ``report`` ends as the test report (the final one).
@@ -407,7 +453,7 @@ class Trainer:
                 run_log.log(self.iteration, self.env_steps, metrics)
                 is_best = self._update_best(metrics)
 
-                if self._checkpoint_due(self.iteration):
+                if stopping or self._checkpoint_due(self.iteration):
                     state = self.state_dict()
                     self.checkpoints.save(self.iteration, state, best=is_best)
                 elif is_best:
@@ -423,6 +469,16 @@ class Trainer:
                     )
                 bar.set_postfix_str(_postfix(metrics, self.best_metric), refresh=False)
                 bar.update(1)
+                if stopping:
+                    self.stopped_early = "SIGTERM" if sigterm.received else "time limit"
+                    logger.info(
+                        "stopped at iteration %d/%d (%s); continue with metarl train --resume %s",
+                        self.iteration,
+                        cfg.run.iterations,
+                        self.stopped_early,
+                        self.run_dir,
+                    )
+                    break
 
         if report is None:
             # Resumed after the last iteration had been checkpointed: the evaluation is a
@@ -448,6 +504,7 @@ class Trainer:
             plot_path=plot_path,
             best_metric=self.best_metric,
             best_value=self.best_value,
+            stopped_early=self.stopped_early,
         )
 
 

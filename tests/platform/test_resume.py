@@ -287,3 +287,95 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path, cli, monkeypatch):
     # The parameters moved during training (the comparison is not between two untouched inits).
     first = load_checkpoint(reference / "checkpoints" / "iter_000001.pt")["agent"]["net"]
     assert not all(torch.equal(first[k], want["agent"]["net"][k]) for k in first)
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping early: a wall-clock budget or a SIGTERM ends the run at a checkpointed iteration
+
+
+def test_sigterm_stops_at_a_checkpointed_iteration_and_resume_finishes_exactly(
+    tmp_path, cli, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(
+        tmp_path / "toy.yaml",
+        # No periodic checkpoint before the end: the one at the stop comes from the SIGTERM.
+        # Every iteration is evaluated, since the fake agent's evaluation draws from its
+        # training generator (the real agents' does not) and the stop adds one.
+        toy_config(
+            run={"iterations": ITERATIONS, "checkpoint_every": 100}, evaluation={"every": 1}
+        ),
+    )
+    reference = tmp_path / "reference"
+    assert cli("train", config, "--run-dir", reference, "--no-progress").code == 0
+
+    stopped = tmp_path / "stopped"
+    env = subprocess_env()
+    env[SLEEP_VAR] = "0.3"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metarl.cli", "train", str(config), "--run-dir", str(stopped)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    metrics = stopped / "metrics.csv"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # 2 iterations
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no iteration logged after 180 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+
+    done = len(metrics.read_text().splitlines()) - 1
+    assert 2 <= done < ITERATIONS
+    assert f"stopped early (SIGTERM) at iteration {done} of {ITERATIONS}" in out
+    assert f"metarl train --resume {stopped}" in out
+    checkpoints = CheckpointDir(stopped / "checkpoints").periodic()
+    assert [p.name for p in checkpoints] == [f"iter_{done:06d}.pt"]
+    assert load_checkpoint(checkpoints[0])["iteration"] == done
+    assert (stopped / "eval.json").exists()  # the stopped iteration was evaluated
+    assert read_metrics(stopped / "metrics.csv")[-1]["meta_test/return_round_0"] != ""
+
+    resumed = cli("train", "--resume", stopped, "--no-progress")
+    assert resumed.code == 0, resumed.err
+    assert "stopped early" not in resumed.out
+    want, got = _final(reference), _final(stopped)
+    for key in ("agent", "sampler", "rng", "iteration", "env_steps"):
+        _assert_same(want[key], got[key], key)
+    # The handler is the trainer's only while it runs.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_time_limit_stops_after_the_iteration_in_progress(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(SLEEP_VAR, "0.05")  # every iteration outlasts the 6 ms budget below
+    config = write_config(
+        tmp_path / "toy.yaml",
+        toy_config(
+            run={"iterations": ITERATIONS, "checkpoint_every": 100, "time_limit_minutes": 1e-4}
+        ),
+    )
+    run_dir = tmp_path / "run"
+    first = cli("train", config, "--run-dir", run_dir, "--no-progress")
+    assert first.code == 0, first.err
+    assert f"stopped early (time limit) at iteration 1 of {ITERATIONS}" in first.out
+    assert [p.name for p in CheckpointDir(run_dir / "checkpoints").periodic()] == ["iter_000001.pt"]
+    # --time-limit overrides the config's budget for this invocation only: a generous one lets
+    # the resumed run finish, and the run's config keeps its own value.
+    again = cli("train", "--resume", run_dir, "--no-progress", "--time-limit", "60")
+    assert again.code == 0, again.err
+    assert "stopped early" not in again.out
+    assert (
+        load_checkpoint(run_dir / "checkpoints" / f"iter_{ITERATIONS:06d}.pt")["iteration"]
+        == ITERATIONS
+    )
+    assert "time_limit_minutes: 0.0001" in (run_dir / "config.yaml").read_text()
+    for bad in ("0", "-1", "soon", "inf"):
+        refused = cli("train", config, "--time-limit", bad)
+        assert (
+            refused.code == 2 and "--time-limit" in refused.err and "\n" not in refused.err.strip()
+        )
