@@ -29,7 +29,8 @@ halfcheetah-vel --slots 64`` on 2 cores, as a fraction of bare ``mujoco.rollout`
 cores (medians of 5 interleaved repetitions): the thread mode 0.51 (two Python threads fight over
 the GIL around every slot's three short C calls; one thread alone reached 0.88 of one core's
 rollout), the rollout mode 0.69 (rollout's pool wakes its threads at every env step, about
-100 us a call), one process per core 0.77-0.91 (median 0.82 over 13 runs).
+100 us a call), one process per core 0.77-0.91 (median 0.82 over 13 runs; 0.81-0.92, median
+0.87 over 7, after resets without MuJoCo calls and leaner result assembly).
 """
 
 from __future__ import annotations
