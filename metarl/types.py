@@ -53,12 +53,22 @@ def check_num_tasks(n: object) -> int:
 def _freeze(value: Any) -> Any:
     """Turn arrays and lists into nested tuples so a :class:`Task` is hashable."""
     if isinstance(value, np.ndarray):
-        return _freeze(value.tolist())
+        if value.dtype != object:
+            # tolist() already gives Python scalars: only its nesting needs converting.
+            return _tuplify(value.tolist()) if value.ndim else value.item()
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _tuplify(nested: Any) -> Any:
+    """Nested lists of Python scalars (an array's ``tolist()``) as nested tuples."""
+    if nested and isinstance(nested[0], list):
+        return tuple(_tuplify(v) for v in nested)
+    return tuple(nested)
 
 
 @dataclasses.dataclass(frozen=True)
