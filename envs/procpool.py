@@ -257,8 +257,12 @@ def _worker_main(worker_id: int, conn: mp_connection.Connection, sys_path: list[
     The factory and tasks arrive over the pipe after ``sys.path`` is aligned with the parent's,
     so factories defined in the caller's modules unpickle whatever the start method.
     """
-    # Ctrl-C goes to the parent, which shuts the pool down; workers must not die half-way.
+    # Ctrl-C goes to the parent, which shuts the pool down; workers must not die half-way. So
+    # does a SIGTERM sent to the whole process group (by `timeout` or a batch scheduler): the
+    # trainer stops at a checkpoint on it, and needs its workers for the iteration in progress.
+    # A worker whose parent is gone sees its pipe close and exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
     worker: SlotWorker | None = None
     shm: shared_memory.SharedMemory | None = None

@@ -211,6 +211,7 @@ class _StopOnSigterm:
 
     def __init__(self) -> None:
         self.received = False
+        self._installed = False
         self._previous: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -218,13 +219,17 @@ class _StopOnSigterm:
 
     def __enter__(self) -> _StopOnSigterm:
         if threading.current_thread() is threading.main_thread():
+            # signal.signal returns None for a handler installed outside Python; restoring
+            # None is refused, so that case restores the default.
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        if self._installed:
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGTERM, previous)
+            self._installed = False
 
 
 class Trainer:
@@ -367,6 +372,16 @@ class Trainer:
             f"run.best_metric {name!r} is not a metric of this run; valid metrics: {choices(metrics)}"
         )
 
+    def _stop(self, reason: str) -> None:
+        self.stopped_early = reason
+        logger.info(
+            "stopped at iteration %d/%d (%s); continue with metarl train --resume %s",
+            self.iteration,
+            self.config.run.iterations,
+            reason,
+            self.run_dir,
+        )
+
     def run(self) -> TrainResult:
         """Train to ``config.run.iterations``, evaluating, logging and checkpointing on the way;
         then write ``eval.json`` and the adaptation plot.
@@ -387,6 +402,16 @@ class Trainer:
             else self.time_limit_minutes
         )
         deadline = None if limit is None else time.monotonic() + 60.0 * limit
+        first_iteration = saved_at = self.iteration  # a resumed run's checkpoint is saved
+        report_at: int | None = None
+
+        def stop_reason(sigterm: _StopOnSigterm) -> str | None:
+            if sigterm.received:
+                return "SIGTERM"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "time limit"
+            return None
+
         with (
             _StopOnSigterm() as sigterm,
             RunLogger(self.run_dir, resume_iteration=self._resumed_from) as run_log,
@@ -404,6 +429,16 @@ class Trainer:
                     "resumed at iteration %d (%d env steps)", self.iteration, self.env_steps
                 )
             while self.iteration < cfg.run.iterations:
+                # A stop that came after the last iteration's own check (during its evaluation,
+                # logging or checkpoint) ends the run here, with that iteration checkpointed. A
+                # time limit lets every invocation run at least one iteration.
+                reason = stop_reason(sigterm)
+                if reason is not None and (reason == "SIGTERM" or self.iteration > first_iteration):
+                    if self.iteration != saved_at:
+                        self.checkpoints.save(self.iteration, self.state_dict(), best=False)
+                        saved_at = self.iteration
+                    self._stop(reason)
+                    break
                 tasks = self.dist.sample(cfg.run.num_tasks, split="train", rng=self.task_rng)
                 self.sampler.pop_stats()  # drop anything collected outside the step
                 steps_before = self.sampler.total_env_steps
@@ -415,9 +450,11 @@ class Trainer:
                 self.env_steps += int(self.sampler.total_env_steps - steps_before)
                 # Out of time or told to stop: this iteration is the last of this invocation, so
                 # it is evaluated and checkpointed like the run's final one.
-                stopping = self.iteration < cfg.run.iterations and (
-                    sigterm.received or (deadline is not None and time.monotonic() >= deadline)
-                )
+                reason = stop_reason(sigterm) if self.iteration < cfg.run.iterations else None
+                stopping = reason is not None
+                # An evaluation off the schedule, made only because the run stops here, does not
+                # choose best.pt: the best checkpoint stays what an uninterrupted run would keep.
+                off_schedule = stopping and not self._eval_due(self.iteration)
 
                 metrics: dict[str, float] = {k: float(v) for k, v in stats.items()}
                 metrics.update({k: float(v) for k, v in sample_stats.items()})
@@ -428,6 +465,7 @@ class Trainer:
                 )
                 evaluated = stopping or self._eval_due(self.iteration)
                 if evaluated:
+                    report_at = self.iteration
                     eval_start = time.perf_counter()
                     # Validation first, so ``report`` ends as the test report (the final one).
                     for prefix, split_tasks in (("meta_valid", valid_tasks), ("meta_test", test_tasks)):
@@ -451,11 +489,16 @@ class Trainer:
                         or not cfg.run.best_metric.startswith("meta_valid/")
                     )
                 run_log.log(self.iteration, self.env_steps, metrics)
-                is_best = self._update_best(metrics)
+                is_best = self._update_best(
+                    {k: v for k, v in metrics.items() if not k.startswith(_EVAL_PREFIXES)}
+                    if off_schedule
+                    else metrics
+                )
 
                 if stopping or self._checkpoint_due(self.iteration):
                     state = self.state_dict()
                     self.checkpoints.save(self.iteration, state, best=is_best)
+                    saved_at = self.iteration
                 elif is_best:
                     self.checkpoints.save_best(self.state_dict())
 
@@ -470,19 +513,14 @@ class Trainer:
                 bar.set_postfix_str(_postfix(metrics, self.best_metric), refresh=False)
                 bar.update(1)
                 if stopping:
-                    self.stopped_early = "SIGTERM" if sigterm.received else "time limit"
-                    logger.info(
-                        "stopped at iteration %d/%d (%s); continue with metarl train --resume %s",
-                        self.iteration,
-                        cfg.run.iterations,
-                        self.stopped_early,
-                        self.run_dir,
-                    )
+                    assert reason is not None
+                    self._stop(reason)
                     break
 
-        if report is None:
-            # Resumed after the last iteration had been checkpointed: the evaluation is a
-            # deterministic function of the checkpoint, so rerun it.
+        if report is None or (self.stopped_early is not None and report_at != self.iteration):
+            # Resumed after the last iteration had been checkpointed, or stopped after an
+            # iteration that was not evaluated: the evaluation is a deterministic function of
+            # the checkpoint, so run it.
             report = evaluate_agent(
                 cfg,
                 agent=self.agent,
@@ -506,6 +544,9 @@ class Trainer:
             best_value=self.best_value,
             stopped_early=self.stopped_early,
         )
+
+
+_EVAL_PREFIXES = ("meta_valid/", "meta_test/")
 
 
 def _brief(metrics: Mapping[str, float], best: str | None) -> str:

@@ -167,7 +167,6 @@ class LocomotionBatchedEnv(BatchedEnv):
             mujoco.mj_resetData(m, d)
             self._reset_row = np.empty(self.states.shape[1])
             mujoco.mj_getState(m, d, self._reset_row, self.state_spec)
-            self._ctrl = np.zeros((b, m.nu))
             # Buffers of the full-batch call: controls held for frame_skip steps, and the states
             # after each of them.
             self._control = np.zeros((b, self.robot.frame_skip, m.nu))

@@ -149,7 +149,11 @@ def _worker_main(
     tasks: list[Task],
 ) -> None:
     """A worker process: build the chunk's env, then serve commands until close or orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    # Ctrl-C and a SIGTERM sent to the whole process group (by `timeout` or a batch scheduler)
+    # are the caller's to handle: the trainer stops at a checkpoint on SIGTERM, and needs its
+    # workers for the iteration in progress. A worker whose caller is gone exits by itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
     block = _Block(layout, name)
     env = None
@@ -375,8 +379,10 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
                 name=f"metarl-locomotion-{index}",
                 daemon=True,
             )
-            worker.process.start()
-            child_conn.close()
+            try:
+                worker.process.start()
+            finally:
+                child_conn.close()  # the worker holds its own copy once started
         for worker in self._resources.workers:
             self._reply(worker, "start")
 
@@ -417,6 +423,9 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         try:
             status, payload = worker.conn.recv()
         except (EOFError, OSError):
+            # The pipe closed: the worker is exiting. Let it finish, so that the error says how
+            # it died rather than that it did not answer.
+            worker.process.join(5.0)
             check(float("inf"))
             raise
         if status == "error":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import time
 import warnings
 from multiprocessing import shared_memory
 
@@ -719,3 +720,22 @@ def test_process_split_env_that_fails_to_start_frees_everything(monkeypatch):
     assert len(made) == 1
     with pytest.raises(FileNotFoundError):
         shared_memory.SharedMemory(name=made[0])
+
+
+def test_process_split_env_workers_outlast_a_sigterm_to_the_process_group():
+    # `timeout` and batch schedulers signal the whole group; the caller decides when to stop.
+    dist = _dist("halfcheetah-vel")
+    tasks = _tasks(dist, 3)
+    env = SplitLocomotionBatchedEnv(dist, tasks, num_processes=2)
+    local = dist.make_batched(tasks, num_threads=1)
+    try:
+        env.reset(seed=0)
+        local.reset(seed=0)
+        (pid,) = env.worker_pids()
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.2)
+        actions = np.full((3, 6), 0.3, dtype=np.float32)
+        np.testing.assert_array_equal(env.step(actions)[0], local.step(actions)[0])
+    finally:
+        env.close()
+        local.close()

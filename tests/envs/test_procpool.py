@@ -355,3 +355,18 @@ def test_close_and_garbage_collection_leave_no_processes_or_shared_memory():
     del env
     gc.collect()
     assert wait_gone(pids) == []
+
+
+def test_workers_outlast_a_sigterm_to_the_process_group():
+    # `timeout` and batch schedulers signal the whole group; the caller decides when to stop.
+    tasks = make_tasks(4)
+    ref = Reference(CounterFactory(), tasks)
+    with ProcessPoolBatchedEnv(CounterFactory(), tasks, num_workers=2, timeout=30) as env:
+        env.reset(seed=0)
+        ref.reset([0, 1, 2, 3], np.ones(4, bool))
+        for pid in env.worker_pids():
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.2)
+        actions = np.full((4, 2), 0.3, np.float32)
+        assert_step_equal(env.step(actions), ref.step(actions))
+        assert env.worker_restarts == 0

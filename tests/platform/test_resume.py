@@ -344,7 +344,7 @@ def test_sigterm_stops_at_a_checkpointed_iteration_and_resume_finishes_exactly(
     assert resumed.code == 0, resumed.err
     assert "stopped early" not in resumed.out
     want, got = _final(reference), _final(stopped)
-    for key in ("agent", "sampler", "rng", "iteration", "env_steps"):
+    for key in ("agent", "sampler", "rng", "iteration", "env_steps", "best"):
         _assert_same(want[key], got[key], key)
     # The handler is the trainer's only while it runs.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -379,3 +379,69 @@ def test_time_limit_stops_after_the_iteration_in_progress(tmp_path, cli, monkeyp
         assert (
             refused.code == 2 and "--time-limit" in refused.err and "\n" not in refused.err.strip()
         )
+
+
+def test_a_stop_during_an_evaluation_ends_the_run_before_the_next_iteration(
+    tmp_path, cli, monkeypatch
+):
+    import metarl.trainer as trainer_module
+
+    monkeypatch.chdir(tmp_path)
+    config = write_config(
+        tmp_path / "toy.yaml",
+        toy_config(
+            run={
+                "iterations": ITERATIONS,
+                "checkpoint_every": 100,
+                "best_metric": "meta_valid/return_round_1",
+            },
+            evaluation={"every": 2, "validation_tasks": 3},
+        ),
+    )
+    real_evaluate = trainer_module.evaluate_agent
+    calls = []
+
+    def evaluate_then_sigterm(*args, **kwargs):
+        calls.append(kwargs["iteration"])
+        report = real_evaluate(*args, **kwargs)
+        if kwargs["iteration"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while iteration 2 is evaluated
+        return report
+
+    monkeypatch.setattr(trainer_module, "evaluate_agent", evaluate_then_sigterm)
+    run_dir = tmp_path / "run"
+    result = cli("train", config, "--run-dir", run_dir, "--no-progress")
+    assert result.code == 128 + signal.SIGTERM, result.err
+    assert "stopped early (SIGTERM) at iteration 2 of" in result.out
+    # No third iteration; iteration 2 (not due for a checkpoint) was checkpointed, and its
+    # scheduled evaluation (validation, then test) is the one in eval.json: none was added.
+    assert len(read_metrics(run_dir / "metrics.csv")) == 2
+    assert [p.name for p in CheckpointDir(run_dir / "checkpoints").periodic()] == ["iter_000002.pt"]
+    assert calls == [2, 2]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_evaluation_made_only_for_a_stop_does_not_choose_the_best_checkpoint(
+    tmp_path, cli, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(SLEEP_VAR, "0.05")
+    config = write_config(
+        tmp_path / "toy.yaml",
+        toy_config(
+            run={
+                "iterations": ITERATIONS,
+                "checkpoint_every": 100,
+                "best_metric": "meta_valid/return_round_1",
+                "time_limit_minutes": 1e-4,  # stops after iteration 1, off the schedule of 3
+            },
+            evaluation={"every": 3, "validation_tasks": 3},
+        ),
+    )
+    run_dir = tmp_path / "run"
+    first = cli("train", config, "--run-dir", run_dir, "--no-progress")
+    assert first.code == 0 and "stopped early (time limit) at iteration 1" in first.out
+    # Iteration 1 was evaluated (its metrics row has validation returns) but is not the best.
+    assert read_metrics(run_dir / "metrics.csv")[0]["meta_valid/return_round_1"] != ""
+    assert load_checkpoint(run_dir / "checkpoints" / "iter_000001.pt")["best"]["value"] is None
+    assert not (run_dir / "checkpoints" / "best.pt").exists()
