@@ -43,6 +43,23 @@ logger = logging.getLogger(__name__)
 MAX_WAVE_RESTARTS = 10
 
 
+# Tensor dtypes whose CPU tensors share memory with an equivalent numpy array (bfloat16, complex
+# and the float8 types do not, or not always: their extras are written through torch).
+_NUMPY_DTYPES = frozenset(
+    {
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    }
+)
+
+
 @dataclasses.dataclass
 class CollectStats:
     """Timings of collections, accumulated until :meth:`Sampler.pop_stats`."""
@@ -295,7 +312,7 @@ class Sampler:
                 for key, value in step_extras.items():
                     if key not in extras:
                         extras[key] = torch.zeros((horizon, num, *value.shape[1:]), dtype=value.dtype, device=device)
-                        if extras[key].device.type == "cpu":
+                        if extras[key].device.type == "cpu" and extras[key].dtype in _NUMPY_DTYPES:
                             # A view of the tensor: rows are written through numpy, cheaper per step.
                             extras_np[key] = extras[key].numpy()
                     if key in extras_np:

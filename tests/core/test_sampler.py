@@ -160,3 +160,35 @@ def test_batch_to_and_select_slots():
     assert torch.equal(sub.rewards, batch.rewards[:, 2:4])
     moved = batch.to("cpu")
     assert torch.equal(moved.extras["count"], batch.extras["count"])
+
+
+class ExtrasOfManyDtypesPolicy(CountingPolicy):
+    """The counting policy's count as extras of several dtypes, some with no numpy equivalent."""
+
+    def act(self, inputs: StepInputs, state):
+        action, state_next, extras = super().act(inputs, state)
+        count = extras["count"]
+        extras = {
+            "f32": count.clone(),
+            "bf16": count.to(torch.bfloat16),
+            "i64": count.long(),
+            "flag": count > 1,
+            "pair": torch.stack([count, -count], dim=-1),
+        }
+        return action, state_next, extras
+
+
+def test_extras_of_every_dtype_are_stored_exactly():
+    dist = ScriptedDist()
+    tasks = dist.sample(4, rng=np.random.default_rng(0))
+    batch = Sampler(dist, seed=0).collect(
+        ExtrasOfManyDtypesPolicy(), tasks, episodes_per_task=6, episodes_per_trial=3
+    )
+    count = batch.extras["f32"]
+    assert count.dtype == torch.float32 and count[batch.mask].max() > 2
+    assert batch.extras["bf16"].dtype == torch.bfloat16
+    assert torch.equal(batch.extras["bf16"], count.to(torch.bfloat16))
+    assert torch.equal(batch.extras["i64"], count.long())
+    assert torch.equal(batch.extras["flag"], (count > 1) & batch.mask)
+    assert batch.extras["pair"].shape == (*count.shape, 2)
+    assert torch.equal(batch.extras["pair"][..., 1], -count)
