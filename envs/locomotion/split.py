@@ -119,6 +119,11 @@ class _Block:
                 pass
 
 
+def _result_keys(info_keys: Sequence[str]) -> list[str]:
+    """The block arrays of a step's results, in the order ``step`` returns them (info last)."""
+    return ["obs", "reward", "terminated", "truncated", *("info_" + key for key in info_keys)]
+
+
 def _nap(waited: float) -> float:
     """The sleep after ``waited`` seconds of waiting: about a fifth of the time already waited
     beyond the spin window, between :data:`NAP_S` and :data:`MAX_NAP_S`."""
@@ -165,8 +170,9 @@ def _worker_main(
             return
         conn.send(("ok", None))
         a = block.arrays
-        ctrl, actions, obs_out = block.ctrl, a["actions"], a["obs"]
+        ctrl, actions = block.ctrl, a["actions"]
         info_keys = [key[5:] for key in a if key.startswith("info_")]
+        outs = [a[key] for key in _result_keys(info_keys)]
         parent = mp.parent_process()
         last = int(ctrl[_DONE])  # the last command served (none yet); never read _SEQ here: the
         # caller may have issued its first command already
@@ -187,13 +193,10 @@ def _worker_main(
             status = 0
             try:
                 if code == _STEP:
-                    obs, reward, terminated, truncated, info = env.step_checked(actions)
-                    obs_out[...] = obs
-                    a["reward"][...] = reward
-                    a["terminated"][...] = terminated
-                    a["truncated"][...] = truncated
-                    for key in info_keys:
-                        a["info_" + key][...] = info[key]
+                    *results, info = env.step_checked(actions)
+                    results += [info[key] for key in info_keys]
+                    for out, value in zip(outs, results):
+                        out[...] = value
                 else:
                     command, payload = conn.recv()
                     if command == "reset":
@@ -314,8 +317,7 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         self._info_spec = self._probe_info()
         # The step's results in the order the caller assembles them, with their dtypes.
         layout = self._layout(1)
-        self._result_keys = ["obs", "reward", "terminated", "truncated"]
-        self._result_keys += ["info_" + key for key in self._info_spec]
+        self._result_keys = _result_keys(list(self._info_spec))
         self._result_dtypes = {key: np.dtype(layout[key][1]) for key in self._result_keys}
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
@@ -513,11 +515,9 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             self._issue(worker, _STEP)
         local = self.chunks[0]
         try:
-            obs0, reward0, terminated0, truncated0, info0 = self._local.step_checked(
-                acts[: local.stop]
-            )
+            *parts, info0 = self._local.step_checked(acts[: local.stop])
+            parts += [info0[key] for key in self._info_spec]
             # The caller's rows of the results are filled while the workers finish theirs.
-            parts = [obs0, reward0, terminated0, truncated0, *(info0[k] for k in self._info_spec)]
             results = []
             for key, part in zip(self._result_keys, parts):
                 array = np.empty((self.num_slots, *part.shape[1:]), self._result_dtypes[key])

@@ -381,23 +381,30 @@ def test_time_limit_stops_after_the_iteration_in_progress(tmp_path, cli, monkeyp
         )
 
 
-def test_a_stop_during_an_evaluation_ends_the_run_before_the_next_iteration(
-    tmp_path, cli, monkeypatch
-):
-    import metarl.trainer as trainer_module
-
-    monkeypatch.chdir(tmp_path)
-    config = write_config(
+def _validated_config(tmp_path: Path, *, every: int, **run: object) -> Path:
+    """The toy run with no periodic checkpoint before its end and the best checkpoint chosen on
+    validation tasks evaluated every ``every`` iterations."""
+    return write_config(
         tmp_path / "toy.yaml",
         toy_config(
             run={
                 "iterations": ITERATIONS,
                 "checkpoint_every": 100,
                 "best_metric": "meta_valid/return_round_1",
+                **run,
             },
-            evaluation={"every": 2, "validation_tasks": 3},
+            evaluation={"every": every, "validation_tasks": 3},
         ),
     )
+
+
+def test_a_stop_during_an_evaluation_ends_the_run_before_the_next_iteration(
+    tmp_path, cli, monkeypatch
+):
+    import metarl.trainer as trainer_module
+
+    monkeypatch.chdir(tmp_path)
+    config = _validated_config(tmp_path, every=2)
     real_evaluate = trainer_module.evaluate_agent
     calls = []
 
@@ -426,18 +433,8 @@ def test_an_evaluation_made_only_for_a_stop_does_not_choose_the_best_checkpoint(
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(SLEEP_VAR, "0.05")
-    config = write_config(
-        tmp_path / "toy.yaml",
-        toy_config(
-            run={
-                "iterations": ITERATIONS,
-                "checkpoint_every": 100,
-                "best_metric": "meta_valid/return_round_1",
-                "time_limit_minutes": 1e-4,  # stops after iteration 1, off the schedule of 3
-            },
-            evaluation={"every": 3, "validation_tasks": 3},
-        ),
-    )
+    # The budget stops the run after iteration 1, off the evaluation schedule of 3.
+    config = _validated_config(tmp_path, every=3, time_limit_minutes=1e-4)
     run_dir = tmp_path / "run"
     first = cli("train", config, "--run-dir", run_dir, "--no-progress")
     assert first.code == 0 and "stopped early (time limit) at iteration 1" in first.out
