@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -202,7 +202,6 @@ class TaskDistribution(abc.ABC):
         return f"{self.name}[{self.preset}]: H={self.max_episode_steps}, episodes_per_trial={self.episodes_per_trial}"
 
 
-@dataclasses.dataclass
 class StepInputs:
     """What a policy sees at one step, for all ``B`` slots.
 
@@ -213,13 +212,57 @@ class StepInputs:
         prev_reward: ``[B]`` the previous reward (0 at trial start).
         prev_done: ``[B]`` float 1.0 when the previous step ended an episode (RL² input).
         episode_index: ``[B]`` long, the episode number within the trial.
+
+    Every input except ``obs`` may also be given as a zero-argument callable that returns the
+    tensor: it is called once, on first read. The sampler defers these inputs so that a policy
+    that never reads them (a feed-forward MLP) does not pay for building them at every step.
     """
 
-    obs: torch.Tensor
-    prev_action: torch.Tensor
-    prev_reward: torch.Tensor
-    prev_done: torch.Tensor
-    episode_index: torch.Tensor
+    __slots__ = ("obs", "_prev_action", "_prev_reward", "_prev_done", "_episode_index")
+
+    def __init__(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor | Callable[[], torch.Tensor],
+        prev_reward: torch.Tensor | Callable[[], torch.Tensor],
+        prev_done: torch.Tensor | Callable[[], torch.Tensor],
+        episode_index: torch.Tensor | Callable[[], torch.Tensor],
+    ) -> None:
+        self.obs = obs
+        self._prev_action = prev_action
+        self._prev_reward = prev_reward
+        self._prev_done = prev_done
+        self._episode_index = episode_index
+
+    def _resolve(self, slot: str) -> torch.Tensor:
+        value = getattr(self, slot)
+        if not isinstance(value, torch.Tensor):
+            value = value()
+            setattr(self, slot, value)
+        return value
+
+    @property
+    def prev_action(self) -> torch.Tensor:
+        return self._resolve("_prev_action")
+
+    @property
+    def prev_reward(self) -> torch.Tensor:
+        return self._resolve("_prev_reward")
+
+    @property
+    def prev_done(self) -> torch.Tensor:
+        return self._resolve("_prev_done")
+
+    @property
+    def episode_index(self) -> torch.Tensor:
+        return self._resolve("_episode_index")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _STEP_INPUTS)
+        return f"StepInputs({fields})"
+
+
+_STEP_INPUTS = ("obs", "prev_action", "prev_reward", "prev_done", "episode_index")
 
 
 class Policy(abc.ABC):

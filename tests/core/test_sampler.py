@@ -192,3 +192,52 @@ def test_extras_of_every_dtype_are_stored_exactly():
     assert torch.equal(batch.extras["flag"], (count > 1) & batch.mask)
     assert batch.extras["pair"].shape == (*count.shape, 2)
     assert torch.equal(batch.extras["pair"][..., 1], -count)
+
+
+def test_step_inputs_build_deferred_inputs_once_on_first_read():
+    calls = []
+
+    def reward():
+        calls.append("reward")
+        return torch.tensor([1.5, 2.5])
+
+    inputs = StepInputs(torch.zeros(2, 3), torch.ones(2, 1), reward, torch.zeros(2), lambda: torch.tensor([0, 1]))
+    assert calls == []  # nothing built yet
+    assert torch.equal(inputs.prev_reward, torch.tensor([1.5, 2.5]))
+    assert torch.equal(inputs.prev_reward, torch.tensor([1.5, 2.5]))
+    assert calls == ["reward"]  # built once
+    assert torch.equal(inputs.prev_action, torch.ones(2, 1))  # given as a tensor: kept as is
+    assert inputs.episode_index.tolist() == [0, 1]
+    assert "prev_reward=tensor([1.5000, 2.5000])" in repr(inputs)
+
+
+class OneHotRecordingPolicy(Policy):
+    """Uniform random discrete actions; records the previous action the sampler fed it."""
+
+    def __init__(self, num_actions):
+        self.num_actions = num_actions
+        self.generator = torch.Generator().manual_seed(0)
+        self.seen = []
+
+    def initial_state(self, task_index):
+        return None
+
+    def act(self, inputs: StepInputs, state):
+        self.seen.append(inputs.prev_action.clone())
+        slots = inputs.obs.shape[0]
+        return torch.randint(self.num_actions, (slots,), generator=self.generator), state, {}
+
+
+def test_discrete_previous_action_is_one_hot_and_zero_at_trial_start():
+    from metarl.envs import make
+
+    dist = make("bandit", "k5-n10")
+    policy = OneHotRecordingPolicy(5)
+    batch = Sampler(dist, seed=0).collect(
+        policy, dist.sample(3, rng=np.random.default_rng(0)), episodes_per_task=20, episodes_per_trial=10
+    )
+    seen = torch.stack(policy.seen)  # [T, B, 5]
+    assert seen.shape == (batch.num_steps, batch.num_slots, 5) and seen.dtype == torch.float32
+    assert torch.equal(seen[0], torch.zeros(batch.num_slots, 5))
+    expected = torch.nn.functional.one_hot(batch.actions[:-1].long(), 5).float()
+    assert torch.equal(seen[1:], expected)
