@@ -81,3 +81,20 @@ def test_default_args_names_an_unknown_option():
     assert default_args(bench_envs.add_arguments, slots=3).slots == 3
     with pytest.raises(ValueError, match="unknown bench option 'slot'.*'slots'"):
         default_args(bench_envs.add_arguments, slot=3)
+
+
+def test_sampler_bench_policy_is_the_tanh_mlp_with_its_gaussian_log_density():
+    policy = bench_sampler.MLPPolicy(5, 3, device=torch.device("cpu"), seed=4)
+    obs = torch.randn(7, 5, generator=torch.Generator().manual_seed(1))
+    # The [64, 64] tanh MLP written plainly, from the same weights.
+    (w1, b1), (w2, b2), (w3, b3) = policy.layers
+    assert [tuple(w.shape) for w, _ in policy.layers] == [(5, 64), (64, 64), (64, 3)]
+    mean = torch.tanh(torch.tanh(obs @ w1 + b1) @ w2 + b2) @ w3 + b3
+    torch.testing.assert_close(policy.mean(obs), mean)
+    action, log_prob = policy.forward(obs)
+    expected = torch.distributions.Normal(mean, 0.5).log_prob(action).sum(-1)
+    torch.testing.assert_close(log_prob, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(action, mean)  # sampled, not the mean
+    # The same seed draws the same actions.
+    again = bench_sampler.MLPPolicy(5, 3, device=torch.device("cpu"), seed=4).forward(obs)[0]
+    torch.testing.assert_close(again, action)
