@@ -560,3 +560,24 @@ def test_navigation_post_adaptation_beats_pre_adaptation(cls, overrides):
     pre, post = after
     assert post > pre + 3.0, f"{cls.__name__}: return {pre:.2f} before and {post:.2f} after one step"
     assert post > before[1] + 10.0, f"{cls.__name__}: adapted return {post:.2f} after training, {before[1]:.2f} untrained"
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_grouped_distributions_for_acting_equal_the_vmapped_ones(activation):
+    from metarl.agents.maml.policy import GaussianMLP, grouped_distributions
+
+    gen = torch.Generator().manual_seed(0)
+    net = GaussianMLP(5, 3, hidden_sizes=[8, 7], activation=activation, init_log_std=-0.5, generator=gen)
+    # Four tasks, each with its own parameters (theta plus a different perturbation).
+    params = {
+        k: v.detach() + 0.3 * torch.randn((4, *v.shape), generator=gen) for k, v in net.named_parameters()
+    }
+    obs = torch.randn(4, 6, 5, generator=gen)
+    mean, log_std = grouped_distributions(net, params, obs)
+    for vectorized in (True, False):
+        ref_mean, ref_log_std = task_distributions(net, params, obs, vectorized=vectorized)
+        torch.testing.assert_close(mean, ref_mean)
+        torch.testing.assert_close(log_std, ref_log_std)
+    assert mean.shape == (4, 6, 3) and log_std.shape == (4, 1, 3)
+    # Each task's rows come from that task's parameters only.
+    assert not torch.allclose(mean[0], grouped_distributions(net, {k: v[[1, 1, 2, 3]] for k, v in params.items()}, obs)[0][0])
