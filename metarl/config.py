@@ -107,7 +107,8 @@ class RunConfig:
     """Whether a larger or a smaller ``best_metric`` is better."""
 
     torch_threads: int | None = at_least(None, 1)
-    """Threads torch uses for learning on the CPU; ``None``: the number of CPU cores, at most 8."""
+    """Threads torch uses for learning on the CPU; ``None``: ``OMP_NUM_THREADS`` when that is set
+    to a positive count, else the number of CPU cores, at most 8."""
 
     time_limit_minutes: float | None = positive(None)
     """Wall-clock budget of one ``metarl train`` invocation, in minutes; ``None``: no limit. Once

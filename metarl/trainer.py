@@ -71,8 +71,18 @@ def resolve_device(device: str) -> torch.device:
 
 
 def set_torch_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads: ``threads``, or the usable CPU cores capped at 8 (small
-    networks gain nothing from more and would starve the env workers). Returns the number set."""
+    """Set torch's intra-op threads: ``threads``; else the ``OMP_NUM_THREADS`` environment
+    variable when it names a positive count (the usual way to share a machine between jobs:
+    several jobs each spinning threads on every core slow each other down many times over);
+    else the usable CPU cores capped at 8 (small networks gain nothing from more and would
+    starve the env workers). Returns the number set."""
+    if threads is None:
+        try:
+            threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+        except ValueError:
+            threads = None
+        if threads is not None and threads < 1:
+            threads = None
     if threads is None:
         try:
             cores = len(os.sched_getaffinity(0))

@@ -304,3 +304,34 @@ def test_best_metric_never_selects_on_test_tasks():
         parse_config(data, agent_configs=_agents)
     data["evaluation"] = {"validation_tasks": 4}
     assert parse_config(data, agent_configs=_agents).evaluation.validation_tasks == 4
+
+
+@pytest.mark.parametrize(
+    ("explicit", "omp", "expected"),
+    [
+        (None, "1", 1),  # the environment's count, as torch itself reads it
+        (2, "1", 2),  # run.torch_threads wins over the environment
+        (None, "0", "cores"),  # not a positive count: the cores, at most 8
+        (None, "many", "cores"),
+        (None, None, "cores"),
+    ],
+)
+def test_torch_threads_honour_omp_num_threads(monkeypatch, explicit, omp, expected):
+    import os
+
+    import torch
+
+    from metarl.trainer import set_torch_threads
+
+    before = torch.get_num_threads()
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    cores = max(1, min(len(os.sched_getaffinity(0)), 8))
+    want = cores if expected == "cores" else expected
+    try:
+        assert set_torch_threads(explicit) == want
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
