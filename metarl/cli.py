@@ -519,6 +519,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise MetarlError(f"bench {args.bench!r} returned {type(result).__name__}, expected a dict")
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=False, default=str))
+    elif callable(getattr(module, "format_text", None)):
+        print(module.format_text(result))
     else:
         rows = _flatten(result)
         width = max((len(k) for k, _ in rows), default=0)

@@ -61,6 +61,7 @@ BENCHES: dict[str, str] = {
     "sampler": "metarl.bench.sampler",
     "maml": "metarl.bench.maml",
     "gridworld": "metarl.bench.gridworld",
+    "tabular-mdp": "metarl.bench.tabular_mdp",
     "metaworld-protocol": "metarl.bench.metaworld_protocol",
 }
 

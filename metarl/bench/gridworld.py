@@ -41,7 +41,7 @@ from metarl.agents.varibad.bayes_optimal import random_policy_returns, solve_gri
 from metarl.errors import CheckpointError, ConfigError, choices
 from metarl.evaluation import bootstrap_ci
 
-__all__ = ["add_arguments", "run", "load_run"]
+__all__ = ["add_arguments", "run", "load_run", "load_run_at"]
 
 _SPLITS = ("test", "train")
 
@@ -58,6 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cpu") -> tuple[Any, Any, Any]:
     """``(config, dist, agent)`` of a run directory, the agent loaded from ``checkpoint``.
+
+    Raises:
+        CheckpointError: not a run directory, no readable checkpoint, or one that does not match.
+    """
+    config, dist, agent, _ = load_run_at(run_dir, checkpoint=checkpoint, device=device)
+    return config, dist, agent
+
+
+def load_run_at(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cpu") -> tuple[Any, Any, Any, int]:
+    """:func:`load_run` and the checkpoint's iteration (which seeds the run's evaluations).
 
     Raises:
         CheckpointError: not a run directory, no readable checkpoint, or one that does not match.
@@ -79,7 +89,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cp
         raise CheckpointError(f"checkpoint {str(ckpt_path)!r} has no agent state")
     dist, agent = _build(config, device=torch.device(device))
     agent.load_state_dict(state["agent"])
-    return config, dist, agent
+    return config, dist, agent, int(state.get("iteration", 0))
 
 
 def _play(run_dir: str, *, split: str, checkpoint: str, device: str, trials: int) -> dict[str, Any]:
