@@ -39,6 +39,9 @@ __all__ = [
     "init_linear_",
     "RecurrentCore",
     "DualCore",
+    "LayerNormGRU",
+    "RecurrentCell",
+    "CELLS",
     "ActionDistribution",
     "Categorical",
     "DiagGaussian",
@@ -112,6 +115,88 @@ def action_input_dim(space: gym.Space) -> int:
     raise EnvError(f"unsupported action space {space}; valid spaces: 'Box', 'Discrete'")
 
 
+class LayerNormGRU(nn.Module):
+    """A GRU with layer normalisation (Ba et al. 2016, §3.2) on each gate's input and recurrent
+    projections, a ReLU candidate and a negative update-gate bias, with ``nn.GRU``'s call
+    signature (time-major, state ``[L, B, H]``).
+
+    Per layer and step, with ``LN`` a learned layer normalisation::
+
+        z, r = split(LN(W_xzr x) + LN(W_hzr h))
+        z = sigmoid(z - update_bias);  r = sigmoid(r)
+        n = relu(LN(W_xn x) + r * LN(W_hn h))
+        h = (1 - z) * h + z * n
+
+    The ReLU candidate lets the state hold unbounded running statistics such as reward sums,
+    and ``update_bias`` starts the update gate mostly closed, so the state is kept across steps
+    until learning opens it (the recurrent cell of ``lucaslingle/pytorch_rl2``, which reports
+    RL²'s tabular-MDP figures, after Kapturowski et al. 2019's normalised recurrent cores). The
+    input projections of all steps are computed at once; the recurrence is a loop over steps.
+
+    Args:
+        input_size: D, features per step.
+        hidden_size: H.
+        num_layers: L, stacked layers (layer ``l > 0`` reads layer ``l - 1``'s output).
+        update_bias: subtracted from the update gate's pre-activation.
+        generator: source of every initial weight (orthogonal; layer norms start at identity).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        update_bias: float = 1.0,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.update_bias = float(update_bias)
+        h = self.hidden_size
+        self.layers = nn.ModuleList()
+        for layer in range(self.num_layers):
+            d = self.input_size if layer == 0 else h
+            cell = nn.ModuleDict(
+                {
+                    "x_zr": nn.Linear(d, 2 * h, bias=False),
+                    "h_zr": nn.Linear(h, 2 * h, bias=False),
+                    "x_n": nn.Linear(d, h, bias=False),
+                    "h_n": nn.Linear(h, h, bias=False),
+                    "ln_x_zr": nn.LayerNorm(2 * h),
+                    "ln_h_zr": nn.LayerNorm(2 * h),
+                    "ln_x_n": nn.LayerNorm(h),
+                    "ln_h_n": nn.LayerNorm(h),
+                }
+            )
+            for name in ("x_zr", "h_zr", "x_n", "h_n"):
+                for block in cell[name].weight.data.chunk(cell[name].out_features // h, dim=0):
+                    nn.init.orthogonal_(block, generator=generator)
+            self.layers.append(cell)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x[T, B, D]``, ``state[L, B, H]`` -> ``(outputs[T, B, H], state[L, B, H])``."""
+        finals = []
+        for layer, cell in enumerate(self.layers):
+            x_zr = cell["ln_x_zr"](cell["x_zr"](x))
+            x_n = cell["ln_x_n"](cell["x_n"](x))
+            h = state[layer]
+            outputs = []
+            for t in range(x.shape[0]):
+                z, r = (x_zr[t] + cell["ln_h_zr"](cell["h_zr"](h))).chunk(2, dim=-1)
+                z = torch.sigmoid(z - self.update_bias)
+                n = torch.relu(x_n[t] + torch.sigmoid(r) * cell["ln_h_n"](cell["h_n"](h)))
+                h = h + z * (n - h)
+                outputs.append(h)
+            x = torch.stack(outputs)
+            finals.append(h)
+        return x, torch.stack(finals)
+
+
+RecurrentCell = Literal["gru", "ln_gru"]
+CELLS: tuple[str, ...] = ("gru", "ln_gru")
+
+
 class RecurrentCore(nn.Module):
     """Embeds ``(obs, prev_action, prev_reward, prev_done)`` and runs a GRU over them.
 
@@ -128,6 +213,7 @@ class RecurrentCore(nn.Module):
         obs_embedding, action_embedding, reward_embedding: embedding widths (0 = raw input).
         encoder_sizes: hidden widths of the MLP between the embeddings and the GRU.
         activation: nonlinearity of embeddings and encoder.
+        cell: ``"gru"`` (``nn.GRU``) or ``"ln_gru"`` (:class:`LayerNormGRU`).
         generator: source of every initial weight (the GRU's included).
     """
 
@@ -143,9 +229,13 @@ class RecurrentCore(nn.Module):
         reward_embedding: int = 0,
         encoder_sizes: Sequence[int] = (),
         activation: str = "tanh",
+        cell: str = "gru",
         generator: torch.Generator,
     ):
         super().__init__()
+        if cell not in CELLS:
+            raise ConfigError(f"unknown recurrent cell {cell!r}; valid cells: {choices(CELLS)}")
+        self.cell = cell
         self.obs_dim = int(obs_dim)
         self.action_dim = int(action_dim)
         self.hidden_size = int(hidden_size)
@@ -162,19 +252,22 @@ class RecurrentCore(nn.Module):
         in_dim = d_obs + d_act + d_rew + 1
         self.encoder = mlp(in_dim, encoder_sizes, None, activation=activation, generator=generator)
         gru_in = int(encoder_sizes[-1]) if len(encoder_sizes) else in_dim
-        self.gru = nn.GRU(gru_in, self.hidden_size, num_layers=self.num_layers)
-        # GRU weights: orthogonal recurrent matrices, orthogonal input matrices, zero biases
-        # (the usual recurrent-PPO init; torch's default would draw from the global RNG).
-        for name, param in self.gru.named_parameters():
-            if name.startswith("weight_hh") or name.startswith("weight_ih"):
-                for block in param.data.chunk(3, dim=0):
-                    nn.init.orthogonal_(block, generator=generator)
-            else:
-                nn.init.zeros_(param)
+        if cell == "ln_gru":
+            self.gru: nn.Module = LayerNormGRU(gru_in, self.hidden_size, self.num_layers, generator=generator)
+        else:
+            self.gru = nn.GRU(gru_in, self.hidden_size, num_layers=self.num_layers)
+            # GRU weights: orthogonal recurrent matrices, orthogonal input matrices, zero biases
+            # (the usual recurrent-PPO init; torch's default would draw from the global RNG).
+            for name, param in self.gru.named_parameters():
+                if name.startswith("weight_hh") or name.startswith("weight_ih"):
+                    for block in param.data.chunk(3, dim=0):
+                        nn.init.orthogonal_(block, generator=generator)
+                else:
+                    nn.init.zeros_(param)
 
     def initial_state(self, batch_size: int, *, device: torch.device | str | None = None) -> torch.Tensor:
         """Zeros ``[L, B, H]``: the state at trial start."""
-        device = self.gru.weight_hh_l0.device if device is None else device
+        device = next(self.gru.parameters()).device if device is None else device
         return torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
 
     def embed(

@@ -129,6 +129,81 @@ def test_gradient_of_last_step_reaches_first_step_input():
     assert x.obs.grad[:, 1].abs().sum() == 0  # never another trial
 
 
+def _ln(x):
+    return torch.nn.functional.layer_norm(x, x.shape[-1:])
+
+
+def test_layer_norm_gru_is_the_documented_recurrence():
+    from metarl.agents.rl2.recurrent import LayerNormGRU
+
+    gen = torch.Generator().manual_seed(3)
+    cell = LayerNormGRU(3, 4, num_layers=2, update_bias=1.0, generator=gen)
+    # Give the layer norms non-trivial affine parameters so the test covers them.
+    with torch.no_grad():
+        for p in cell.parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn(p.shape, generator=gen))
+    x = torch.randn(5, 2, 3, generator=gen)
+    state = torch.randn(2, 2, 4, generator=gen).abs()
+    out, final = cell(x, state)
+    # By hand, step by step and layer by layer.
+    inputs = x
+    for layer, c in enumerate(cell.layers):
+
+        def norm(name, v, c=c):
+            m = c[name]
+            return _ln(v) * m.weight + m.bias
+
+        h = state[layer]
+        outs = []
+        for t in range(5):
+            zr = norm("ln_x_zr", inputs[t] @ c["x_zr"].weight.T) + norm("ln_h_zr", h @ c["h_zr"].weight.T)
+            z, r = torch.sigmoid(zr[:, :4] - 1.0), torch.sigmoid(zr[:, 4:])
+            n = torch.relu(norm("ln_x_n", inputs[t] @ c["x_n"].weight.T) + r * norm("ln_h_n", h @ c["h_n"].weight.T))
+            h = (1 - z) * h + z * n
+            outs.append(h)
+        inputs = torch.stack(outs)
+        torch.testing.assert_close(final[layer], h, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out, inputs, atol=1e-6, rtol=1e-5)
+    # Running the sequence in two pieces from the carried state gives the same outputs.
+    first, mid = cell(x[:2], state)
+    second, end = cell(x[2:], mid)
+    torch.testing.assert_close(torch.cat([first, second]), out, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(end, final, atol=1e-6, rtol=1e-5)
+
+
+def test_layer_norm_gru_core_carries_gradient_to_every_parameter_and_the_first_input():
+    gen = torch.Generator().manual_seed(0)
+    core = RecurrentCore(3, 2, hidden_size=8, obs_embedding=4, cell="ln_gru", generator=gen)
+    obs = torch.randn(12, 2, 3, generator=gen, requires_grad=True)
+    features, _ = core(obs, torch.randn(12, 2, 2, generator=gen), torch.randn(12, 2, generator=gen), torch.zeros(12, 2), core.initial_state(2))
+    assert features.shape == (12, 2, 8) and (features >= 0).all()  # ReLU candidates, zero start
+    features[-1, 0].sum().backward()
+    assert obs.grad[0, 0].abs().sum() > 0
+    assert obs.grad[:, 1].abs().sum() == 0
+    for name, p in core.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with pytest.raises(ConfigError, match="unknown recurrent cell 'lstm'; valid cells: 'gru', 'ln_gru'"):
+        RecurrentCore(3, 2, hidden_size=8, cell="lstm", generator=gen)
+
+
+def test_layer_norm_gru_agent_collects_and_learns_on_the_stored_log_probs():
+    config = dataclasses.replace(SMALL, cell="ln_gru", value_network="separate")
+    dist, agent = tabular_agent(config)
+    tasks = dist.sample(3, split="train", rng=np.random.default_rng(0))
+    batch = Sampler(dist, seed=1).collect(agent.policy(None), tasks, episodes_per_task=3, episodes_per_trial=3)
+    inputs = trial_inputs(batch, dist.action_space)
+    start = agent.network.core.initial_state(3).unsqueeze(0)
+    with torch.no_grad():
+        d, values = evaluate_trials(agent.network, inputs, start, chunk=batch.num_steps)
+    torch.testing.assert_close(d.log_prob(batch.actions), batch.extras["log_prob"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(values, batch.extras["value"], atol=1e-5, rtol=0)
+    before = [p.detach().clone() for p in agent.network.parameters()]
+    metrics = agent.learn(batch)
+    assert np.isfinite(metrics["meta_train/policy_loss"])
+    assert all(not torch.equal(a, b) for a, b in zip(before, agent.network.parameters()))
+
+
 def test_truncated_bptt_stops_gradient_at_chunk_boundaries():
     gen = torch.Generator().manual_seed(1)
     dist = make("bandit", "k5-n10")
