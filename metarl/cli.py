@@ -195,6 +195,18 @@ def _check_env_kwargs(dist: Any, env_kwargs: Mapping[str, Any]) -> None:
         )
 
 
+def _with_defaults(saved: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A checkpoint's config with every field this version has, so that a field added since the
+    checkpoint was written is compared at its default instead of reported as a change; the saved
+    mapping as it is when it no longer parses."""
+    from metarl.config import parse_config
+
+    try:
+        return parse_config(saved, agent_configs=registry.agent_config).to_dict()
+    except MetarlError:
+        return saved
+
+
 def _config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
     """``"run.iterations 4 -> 8, ..."`` for the leaves that differ between two config dicts."""
     changes = []
@@ -298,7 +310,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 raise CheckpointError(
                     f"checkpoint {str(ckpt_path)!r} does not match the run's config: {type(err).__name__}: {err}"
                 ) from None
-            changed = _config_changes(state.get("config", {}), config.to_dict())
+            changed = _config_changes(_with_defaults(state.get("config", {})), config.to_dict())
             note = f"resuming from {ckpt_path.name} (iteration {trainer.iteration})"
             if changed:
                 note += f"; config changed since the checkpoint: {changed}"

@@ -133,9 +133,11 @@ def evaluate_agent(
     device: torch.device,
     rounds: int | None = None,
     episodes_per_round: int | None = None,
+    deterministic: bool | None = None,
 ) -> Any:
     """Run :func:`metarl.evaluation.evaluate` with a fresh sampler and fresh evaluation actions,
-    both seeded by ``iteration``.
+    both seeded by ``iteration``; ``rounds``, ``episodes_per_round`` and ``deterministic``
+    default to the config's ``evaluation`` section.
 
     Returns:
         The :class:`metarl.evaluation.EvalReport`.
@@ -158,7 +160,7 @@ def evaluate_agent(
             episodes_per_round=ev.episodes_per_round
             if episodes_per_round is None
             else episodes_per_round,
-            deterministic=ev.deterministic,
+            deterministic=ev.deterministic if deterministic is None else bool(deterministic),
         )
     finally:
         sampler.close()

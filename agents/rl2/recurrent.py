@@ -127,11 +127,13 @@ class LayerNormGRU(nn.Module):
         n = relu(LN(W_xn x) + r * LN(W_hn h))
         h = (1 - z) * h + z * n
 
-    The ReLU candidate lets the state hold unbounded running statistics such as reward sums,
-    and ``update_bias`` starts the update gate mostly closed, so the state is kept across steps
-    until learning opens it (the recurrent cell of ``lucaslingle/pytorch_rl2``, which reports
-    RL²'s tabular-MDP figures, after Kapturowski et al. 2019's normalised recurrent cores). The
-    input projections of all steps are computed at once; the recurrence is a loop over steps.
+    The ReLU candidate keeps the state non-negative from the zero trial-start state and lets it
+    grow past tanh's [-1, 1] (it is still a gated average of candidates, bounded by them), and
+    ``update_bias`` starts the update gate mostly closed, so the state is kept across steps until
+    learning opens it. This is the
+    recurrent architecture of ``lucaslingle/pytorch_rl2``'s GRU, which reports RL²'s
+    tabular-MDP figures; its initialisation here is orthogonal, with torch's LayerNorm epsilon.
+    The input projections of all steps are computed at once; the recurrence is a loop over steps.
 
     Args:
         input_size: D, features per step.

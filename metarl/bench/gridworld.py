@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from metarl.agents.varibad.bayes_optimal import random_policy_returns, solve_gridworld
+from metarl.bench import bench_device
 from metarl.errors import CheckpointError, ConfigError, choices
 from metarl.evaluation import bootstrap_ci
 
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="last", help="checkpoint of each run: last (default), best or a file name")
     parser.add_argument("--split", default="test", help="goals to play: test (held out, default) or train")
     parser.add_argument("--trials-per-goal", type=int, default=1, help="trials on each goal (default: 1; deterministic policies need no more)")
-    parser.add_argument("--device", default="cpu", help="device for the agents (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="device for the agents: auto, cpu (default) or cuda")
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cpu") -> tuple[Any, Any, Any]:
@@ -76,6 +77,7 @@ def load_run_at(run_dir: str | Path, *, checkpoint: str = "last", device: str = 
     from metarl.cli import CONFIG_NAME, _build, _check_run_dir, _load
     from metarl.trainer import CHECKPOINT_DIR
 
+    device = bench_device(device)
     path = Path(run_dir)
     _check_run_dir(path)
     config = _load(path / CONFIG_NAME, [], device, default_name=None)
@@ -97,6 +99,7 @@ def _play(run_dir: str, *, split: str, checkpoint: str, device: str, trials: int
     from metarl.evaluation import evaluate
     from metarl.trainer import make_sampler
 
+    device = bench_device(device)
     config, dist, agent = load_run(run_dir, checkpoint=checkpoint, device=device)
     if config.env.name != "gridworld":
         raise ConfigError(f"run {run_dir!r} trained on {config.env.name!r}, not on 'gridworld'")
@@ -136,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if split not in _SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid splits: {choices(_SPLITS)}")
     trials = int(args.trials_per_goal)
+    bench_device(str(args.device))
     if trials < 1:
         raise ConfigError(f"--trials-per-goal must be positive, got {trials}")
     groups = {"varibad": list(args.varibad or []), "rl2": list(args.rl2 or [])}

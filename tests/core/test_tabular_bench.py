@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from metarl import cli
 from metarl.bench import tabular_mdp as bench
 from metarl.envs import make
 from metarl.errors import ConfigError
-from metarl.evaluation import evaluate
-from metarl.seeding import derive_seed, numpy_rng
-from metarl.trainer import make_sampler
+from metarl.trainer import evaluate_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,18 +57,18 @@ def _act(name: str, sums, counts, left: int = 10, seed: int = 0) -> np.ndarray:
     return act(np.zeros(n, dtype=np.int64), left, sums, counts, nxt, np.random.default_rng(seed))
 
 
-def test_greedy_sticks_with_a_positive_reward_and_bayes_greedy_explores_below_the_prior():
+def test_empirical_greedy_keeps_a_positive_mean_and_bayes_greedy_explores_below_the_prior():
     # Action 0 paid 0.5 once; actions 1 and 2 are untried.
     sums, counts = [[0.5, 0.0, 0.0]], [[1.0, 0.0, 0.0]]
     # Empirical greedy: 0.5 beats the untried actions' 0.
-    assert _act("greedy", sums, counts).tolist() == [0]
+    assert _act("empirical_greedy", sums, counts).tolist() == [0]
     # Posterior mean (1 + 0.5) / 2 = 0.75 is below the untried actions' prior mean 1.
     picks = {int(_act("bayes_greedy", sums, counts, seed=seed)[0]) for seed in range(40)}
     assert picks == {1, 2}  # ties between the untried actions are broken both ways
     # A reward of 2 (posterior 1.5) beats the prior: Bayes-greedy exploits it.
     assert _act("bayes_greedy", [[2.0, 0.0, 0.0]], counts).tolist() == [0]
     # A negative reward: empirical greedy leaves it for an untried action (0 > -1).
-    assert _act("greedy", [[-1.0, 0.0, 0.0]], counts).tolist() in ([1], [2])
+    assert _act("empirical_greedy", [[-1.0, 0.0, 0.0]], counts).tolist() in ([1], [2])
     # One step to go, certainty equivalence is Bayes-greedy.
     for seed in range(10):
         assert _act("certainty_equivalent", sums, counts, left=1, seed=seed).tolist() == _act("bayes_greedy", sums, counts, seed=seed).tolist()
@@ -100,24 +99,48 @@ def test_random_and_oracle_match_their_exact_expectations():
         assert played[name].shape == (400, 10)
 
 
-def test_figures_rank_the_references_and_reproduce_the_papers_greedy():
+def test_certainty_equivalent_plans_on_the_posterior_mean_transitions():
+    # Two states, two actions, two steps to go, from state 0. Observed so far: action 0 in
+    # state 0 paid 1.0 once and led to state 1 once; action 1 in state 0 paid 1.6 once and
+    # led to state 0 once; in state 1 action 0 paid 5 twice (state 1 both times), action 1 untried.
+    sums = np.zeros((1, 2, 2))
+    counts = np.zeros((1, 2, 2))
+    nxt = np.zeros((1, 2, 2, 2))
+    sums[0, 0, 0], counts[0, 0, 0], nxt[0, 0, 0, 1] = 1.0, 1, 1
+    sums[0, 0, 1], counts[0, 0, 1], nxt[0, 0, 1, 0] = 1.6, 1, 1
+    sums[0, 1, 0], counts[0, 1, 0], nxt[0, 1, 0, 1] = 10.0, 2, 2
+    act = bench._policy("certainty_equivalent", np.zeros((1, 2, 2)), np.full((1, 2, 2, 2), 0.5), horizon=2)
+    # Posterior means: R(0,0) = 2/2 = 1, R(0,1) = 2.6/2 = 1.3, R(1,0) = 11/3, R(1,1) = 1.
+    # P(.|0,0) = (1, 2)/3, P(.|0,1) = (2, 1)/3. With one step left V(0) = 1.3, V(1) = 11/3, so
+    # Q(0,0) = 1 + (1.3 + 2 * 11/3) / 3 = 3.878 and Q(0,1) = 1.3 + (2 * 1.3 + 11/3) / 3 = 3.389.
+    r_hat = (1.0 + sums) / (1.0 + counts)
+    p_hat = (1.0 + nxt) / (2 + counts[..., None])
+    q = bench.finite_horizon_q(r_hat, p_hat, 2)[0, 0]
+    np.testing.assert_allclose(q, [1 + (1.3 + 2 * 11 / 3) / 3, 1.3 + (2 * 1.3 + 11 / 3) / 3])
+    rng = np.random.default_rng(0)
+    assert act(np.zeros(1, dtype=np.int64), 2, sums, counts, nxt, rng).tolist() == [0]
+    # With one step to go it takes the larger immediate posterior mean instead.
+    assert act(np.zeros(1, dtype=np.int64), 1, sums, counts, nxt, rng).tolist() == [1]
+    with pytest.raises(ValueError, match="at least 1"):
+        bench.finite_horizon_q(r_hat, p_hat, 0)
+
+
+def test_figures_rank_the_references_and_are_seeded():
     out = bench.run(_args(num_tasks=1000))
     totals = {name: ref["trial_return"]["mean"] for name, ref in out["references"].items()}
-    assert totals["random"] < totals["greedy"] < totals["bayes_greedy"] < totals["oracle"]
-    assert totals["certainty_equivalent"] < totals["oracle"]
-    # The empirical greedy rule gives the paper's Greedy figure (Table 2: 134.8) within its interval.
-    low, high = out["references"]["greedy"]["trial_return"]["ci95"]
-    assert low <= out["paper_table_2"]["greedy"] <= high
+    assert totals["random"] < totals["empirical_greedy"] < totals["bayes_greedy"] < totals["oracle"]
+    assert totals["empirical_greedy"] < totals["certainty_equivalent"] < totals["oracle"]
     # Learning references improve over the trial; the oracle has nothing to learn.
     bayes = [e["mean"] for e in out["references"]["bayes_greedy"]["episode_returns"]]
     assert bayes[-1] > bayes[0] + 5
     oracle = [e["mean"] for e in out["references"]["oracle"]["episode_returns"]]
     assert max(oracle) - min(oracle) < 1.5
+    assert out["paper_table_2"]["RL2"] == 156.2
     # Same seed, same figures; another seed, other draws.
-    again = bench.run(_args(num_tasks=50, references=["greedy"]))
-    assert again["references"]["greedy"] == bench.run(_args(num_tasks=50, references=["greedy"]))["references"]["greedy"]
-    other = bench.run(_args(num_tasks=50, references=["greedy"], seed=1))
-    assert other["references"]["greedy"] != again["references"]["greedy"]
+    again = bench.run(_args(num_tasks=50, references=["empirical_greedy"]))
+    assert again["references"]["empirical_greedy"] == bench.run(_args(num_tasks=50, references=["empirical_greedy"]))["references"]["empirical_greedy"]
+    other = bench.run(_args(num_tasks=50, references=["empirical_greedy"], seed=1))
+    assert other["references"]["empirical_greedy"] != again["references"]["empirical_greedy"]
 
 
 @pytest.fixture(scope="module")
@@ -139,23 +162,33 @@ def rl2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def test_a_run_plays_the_same_mdps_as_its_own_evaluation(rl2_run):
-    out = bench.run(_args(rl2=[str(rl2_run)], num_tasks=30, references=["greedy"]))
+def test_a_run_is_evaluated_as_the_trainer_evaluates_it(rl2_run):
+    out = bench.run(_args(rl2=[str(rl2_run)], num_tasks=30, references=["empirical_greedy"]))
     figures = out["agents"][str(rl2_run)]
     assert figures["agent"] == "rl2" and figures["checkpoint_iteration"] == 1
     assert figures["deterministic"] is False  # the config's evaluation.deterministic
-    # Recompute with evaluate() under the run's evaluation seeding, on the first 30 test MDPs.
+    # The trainer's evaluation of that checkpoint, on the first 30 test MDPs.
     config, dist, agent, iteration = bench._load(str(rl2_run), checkpoint="last", device="cpu")
-    sampler = make_sampler(config, dist, seed=derive_seed(config.run.seed, "eval", iteration), device=agent.device)
-    agent.seed_evaluation(derive_seed(config.run.seed, "eval-actions", iteration))
-    report = evaluate(agent, sampler, dist.test_tasks()[:30], rounds=10, episodes_per_round=1)
-    sampler.close()
+    report = evaluate_agent(config, agent=agent, dist=dist, tasks=dist.test_tasks()[:30], iteration=iteration, device=agent.device, rounds=10, episodes_per_round=1)
     per_episode = report.returns[:, :, 0].mean(axis=0)
     assert [e["mean"] for e in figures["episode_returns"]] == pytest.approx(per_episode.tolist())
     assert figures["trial_return"]["mean"] == pytest.approx(float(report.returns.sum(axis=(1, 2)).mean()))
     mode = bench.run(_args(rl2=[str(rl2_run)], num_tasks=30, references=[], actions="mode"))
     assert mode["agents"][str(rl2_run)]["deterministic"] is True
     assert mode["references"] == {}
+    greedy_actions = evaluate_agent(config, agent=agent, dist=dist, tasks=dist.test_tasks()[:30], iteration=iteration, device=agent.device, rounds=10, episodes_per_round=1, deterministic=True)
+    assert mode["agents"][str(rl2_run)]["trial_return"]["mean"] == pytest.approx(float(greedy_actions.returns.sum(axis=(1, 2)).mean()))
+
+
+def test_a_gradient_agent_is_refused_before_playing(rl2_run, monkeypatch):
+    from metarl.bench import gridworld
+
+    config, dist, agent, iteration = bench._load(str(rl2_run), checkpoint="last", device="cpu")
+    monkeypatch.setattr(type(agent), "adaptation", "gradient")
+    monkeypatch.setattr(gridworld, "load_run_at", lambda *a, **k: (config, dist, agent, iteration))
+    monkeypatch.setattr("metarl.trainer.evaluate_agent", lambda *a, **k: pytest.fail("played a gradient agent"))
+    with pytest.raises(ConfigError, match="compares trial agents"):
+        bench.run(_args(rl2=[str(rl2_run)], num_tasks=5))
 
 
 def test_text_table_has_a_row_per_policy(rl2_run):
@@ -168,7 +201,7 @@ def test_text_table_has_a_row_per_policy(rl2_run):
         assert f"{total:.1f} [" in row
         assert len(row.split("[")[0].split()) == 1 + 10 + 1  # name, 10 episodes, total
     assert any(line.startswith(str(rl2_run)) and "iteration 1, sampled" in line for line in lines)
-    assert "greedy 134.8" in lines[-1]
+    assert "greedy 134.8" in lines[-1] and "RL2 156.2" in lines[-1]
 
 
 @pytest.mark.parametrize(
@@ -176,9 +209,10 @@ def test_text_table_has_a_row_per_policy(rl2_run):
     [
         (["--num-tasks", "0"], "--num-tasks must be between 1 and 1000"),
         (["--references", "thompson"], "unknown reference policy 'thompson'"),
-        (["--actions", "greedy"], "unknown --actions 'greedy'"),
+        (["--actions", "empirical_greedy"], "unknown --actions 'empirical_greedy'"),
         (["--preset", "n11"], "n11"),
         (["--rl2", "/nonexistent/run"], "/nonexistent/run"),
+        (["--device", "tpu"], "unknown --device 'tpu'; valid devices: 'auto', 'cpu', 'cuda'"),
     ],
 )
 def test_bad_options_stop_with_one_line(capsys, argv, message):
@@ -196,7 +230,16 @@ def test_a_run_on_other_mdps_is_refused(rl2_run):
 
 def test_reference_streams_are_independent_of_each_other():
     tasks = make("tabular-mdp", "n10").test_tasks()[:20]
-    both = bench.play_references(tasks, episodes=2, horizon=10, names=["random", "greedy"], seed=5)
-    alone = bench.play_references(tasks, episodes=2, horizon=10, names=["greedy"], seed=5)
-    np.testing.assert_array_equal(both["greedy"], alone["greedy"])
-    assert numpy_rng(5, "tabular-mdp-bench", "greedy").random() != numpy_rng(5, "tabular-mdp-bench", "random").random()
+    both = bench.play_references(tasks, episodes=2, horizon=10, names=["random", "empirical_greedy"], seed=5)
+    alone = bench.play_references(tasks, episodes=2, horizon=10, names=["empirical_greedy"], seed=5)
+    np.testing.assert_array_equal(both["empirical_greedy"], alone["empirical_greedy"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "tabular-mdp", "--device", "cuda", "--num-tasks", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["metarl: error: --device 'cuda' requested but CUDA is not available on this machine; valid choices here: 'auto', 'cpu'"]
+    assert bench.run(_args(device="auto", num_tasks=3, references=["random"]))["num_tasks"] == 3

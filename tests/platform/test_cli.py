@@ -510,6 +510,27 @@ def test_plot_and_compare_are_wired(cli, monkeypatch, tmp_path):
     )
 
 
+def test_resume_compares_a_field_added_since_the_checkpoint_at_its_default(cli, tmp_path, monkeypatch):
+    from metarl.checkpoint import load_checkpoint, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", toy_config())
+    run_dir = tmp_path / "run"
+    assert cli("train", config, "--run-dir", run_dir).code == 0
+    # A checkpoint written before `run.best_mode` and the agent's `learning_rate` existed.
+    path = run_dir / "checkpoints" / "iter_000004.pt"
+    state = load_checkpoint(path)
+    del state["config"]["run"]["best_mode"]
+    del state["config"]["agent"]["learning_rate"]  # the config file sets it, at a non-default value
+    save_checkpoint(path, state)
+    result = cli("train", "--resume", run_dir, "--set", "run.iterations=6", "-v")
+    assert result.code == 0, result.err
+    line = next(x for x in result.err.splitlines() if "resuming from iter_000004.pt" in x)
+    # best_mode is at its default: no change; learning_rate is not: reported against the default.
+    assert "best_mode" not in line
+    assert "run.iterations 4 -> 6" in line and "agent.learning_rate" in line
+
+
 def test_resume_a_finished_run_to_more_iterations(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path / "c.yaml", toy_config())
