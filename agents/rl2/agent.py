@@ -88,8 +88,9 @@ class RL2Config:
     """Recurrent cell: ``gru`` (torch's fused GRU) or ``ln_gru``, a layer-normalised GRU with a
     ReLU candidate and a mostly closed initial update gate
     (:class:`metarl.agents.rl2.recurrent.LayerNormGRU`; the architecture of
-    lucaslingle/pytorch_rl2's RL² runs). ``ln_gru`` steps through time in Python: a forward and backward pass over 100 steps of 25 trials (H = 128) takes about
-    4x as long as with ``gru`` on a CPU."""
+    lucaslingle/pytorch_rl2's RL² runs). ``ln_gru`` steps through time in Python: a forward and
+    backward pass over 100 steps of 25 trials (H = 128) takes about 4x as long as with ``gru`` on
+    a CPU."""
 
     obs_embedding: int = at_least(0, 0)
     """Width of the observation embedding (Linear + activation); 0 feeds the raw observation."""

@@ -130,9 +130,9 @@ class LayerNormGRU(nn.Module):
     The ReLU candidate keeps the state non-negative from the zero trial-start state and lets it
     grow past tanh's [-1, 1] (it is still a gated average of candidates, bounded by them), and
     ``update_bias`` starts the update gate mostly closed, so the state is kept across steps until
-    learning opens it. This is the
-    recurrent architecture of ``lucaslingle/pytorch_rl2``'s GRU, which reports RL²'s
-    tabular-MDP figures; its initialisation here is orthogonal, with torch's LayerNorm epsilon.
+    learning opens it. This is the recurrent architecture of ``lucaslingle/pytorch_rl2``'s GRU,
+    which reports RL²'s tabular-MDP figures; its initialisation here is orthogonal, with torch's
+    LayerNorm epsilon.
     The input projections of all steps are computed at once; the recurrence is a loop over steps.
 
     Args:
