@@ -40,7 +40,6 @@ __all__ = [
     "RecurrentCore",
     "DualCore",
     "LayerNormGRU",
-    "RecurrentCell",
     "CELLS",
     "ActionDistribution",
     "Categorical",
@@ -132,8 +131,8 @@ class LayerNormGRU(nn.Module):
     ``update_bias`` starts the update gate mostly closed, so the state is kept across steps until
     learning opens it. This is the recurrent architecture of ``lucaslingle/pytorch_rl2``'s GRU,
     which reports RL²'s tabular-MDP figures; its initialisation here is orthogonal, with torch's
-    LayerNorm epsilon.
-    The input projections of all steps are computed at once; the recurrence is a loop over steps.
+    LayerNorm epsilon. The input projections of all steps are computed at once; the recurrence is
+    a loop over steps.
 
     Args:
         input_size: D, features per step.
@@ -195,7 +194,7 @@ class LayerNormGRU(nn.Module):
         return x, torch.stack(finals)
 
 
-RecurrentCell = Literal["gru", "ln_gru"]
+#: Recurrent cells of :class:`RecurrentCore`.
 CELLS: tuple[str, ...] = ("gru", "ln_gru")
 
 

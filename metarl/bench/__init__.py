@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["default_args", "bench_device", "DEVICES"]
+__all__ = ["default_args", "bench_device", "load_trained_run", "DEVICES"]
 
 #: Values of a bench's ``--device``.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -46,3 +47,36 @@ def bench_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device 'cuda' requested but CUDA is not available on this machine; valid choices here: 'auto', 'cpu'")
     return name
+
+
+def load_trained_run(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cpu") -> tuple[Any, Any, Any, int]:
+    """``(config, dist, agent, iteration)`` of a run directory: the agent loaded from
+    ``checkpoint`` (``last``, ``best`` or a file name) on ``device`` (a bench's ``--device``),
+    and that checkpoint's iteration, which seeds the run's evaluations.
+
+    Raises:
+        CheckpointError: not a run directory, no readable checkpoint, or one that does not match.
+        ConfigError: a bad ``device``.
+    """
+    import torch
+
+    from metarl.checkpoint import CheckpointDir, load_checkpoint
+    from metarl.cli import CONFIG_NAME, _build, _check_run_dir, _load
+    from metarl.errors import CheckpointError
+    from metarl.trainer import CHECKPOINT_DIR
+
+    device = bench_device(device)
+    path = Path(run_dir)
+    _check_run_dir(path)
+    config = _load(path / CONFIG_NAME, [], device, default_name=None)
+    checkpoints = CheckpointDir(path / CHECKPOINT_DIR, keep=config.run.keep_checkpoints)
+    if checkpoint == "last":
+        ckpt_path, state = checkpoints.load_latest()
+    else:
+        ckpt_path = checkpoints.resolve(checkpoint)
+        state = load_checkpoint(ckpt_path)
+    if "agent" not in state:
+        raise CheckpointError(f"checkpoint {str(ckpt_path)!r} has no agent state")
+    dist, agent = _build(config, device=torch.device(device))
+    agent.load_state_dict(state["agent"])
+    return config, dist, agent, int(state.get("iteration", 0))

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 
 from metarl.agents.varibad.bayes_optimal import random_policy_returns, solve_gridworld
-from metarl.bench import bench_device
-from metarl.errors import CheckpointError, ConfigError, choices
+from metarl.bench import bench_device, load_trained_run
+from metarl.errors import ConfigError, choices
 from metarl.evaluation import bootstrap_ci
 
-__all__ = ["add_arguments", "run", "load_run", "load_run_at"]
+__all__ = ["add_arguments", "run", "load_run"]
 
 _SPLITS = ("test", "train")
 
@@ -63,35 +63,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cp
     Raises:
         CheckpointError: not a run directory, no readable checkpoint, or one that does not match.
     """
-    config, dist, agent, _ = load_run_at(run_dir, checkpoint=checkpoint, device=device)
+    config, dist, agent, _ = load_trained_run(run_dir, checkpoint=checkpoint, device=device)
     return config, dist, agent
-
-
-def load_run_at(run_dir: str | Path, *, checkpoint: str = "last", device: str = "cpu") -> tuple[Any, Any, Any, int]:
-    """:func:`load_run` and the checkpoint's iteration (which seeds the run's evaluations).
-
-    Raises:
-        CheckpointError: not a run directory, no readable checkpoint, or one that does not match.
-    """
-    from metarl.checkpoint import CheckpointDir, load_checkpoint
-    from metarl.cli import CONFIG_NAME, _build, _check_run_dir, _load
-    from metarl.trainer import CHECKPOINT_DIR
-
-    device = bench_device(device)
-    path = Path(run_dir)
-    _check_run_dir(path)
-    config = _load(path / CONFIG_NAME, [], device, default_name=None)
-    checkpoints = CheckpointDir(path / CHECKPOINT_DIR, keep=config.run.keep_checkpoints)
-    if checkpoint == "last":
-        ckpt_path, state = checkpoints.load_latest()
-    else:
-        ckpt_path = checkpoints.resolve(checkpoint)
-        state = load_checkpoint(ckpt_path)
-    if "agent" not in state:
-        raise CheckpointError(f"checkpoint {str(ckpt_path)!r} has no agent state")
-    dist, agent = _build(config, device=torch.device(device))
-    agent.load_state_dict(state["agent"])
-    return config, dist, agent, int(state.get("iteration", 0))
 
 
 def _play(run_dir: str, *, split: str, checkpoint: str, device: str, trials: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.bench import bench_device
+from metarl.bench import bench_device, load_trained_run
 from metarl.errors import ConfigError, choices
 from metarl.evaluation import bootstrap_ci
 from metarl.seeding import numpy_rng
@@ -170,9 +170,7 @@ def play_references(
 
 
 def _load(run_dir: str, *, checkpoint: str, device: str) -> tuple[Any, Any, Any, int]:
-    from metarl.bench.gridworld import load_run_at
-
-    config, dist, agent, iteration = load_run_at(run_dir, checkpoint=checkpoint, device=device)
+    config, dist, agent, iteration = load_trained_run(run_dir, checkpoint=checkpoint, device=device)
     if config.env.name != "tabular-mdp":
         raise ConfigError(f"run {run_dir!r} trained on {config.env.name!r}, not on 'tabular-mdp'")
     if agent.adaptation != "trial":

@@ -181,11 +181,9 @@ def test_a_run_is_evaluated_as_the_trainer_evaluates_it(rl2_run):
 
 
 def test_a_gradient_agent_is_refused_before_playing(rl2_run, monkeypatch):
-    from metarl.bench import gridworld
-
     config, dist, agent, iteration = bench._load(str(rl2_run), checkpoint="last", device="cpu")
     monkeypatch.setattr(type(agent), "adaptation", "gradient")
-    monkeypatch.setattr(gridworld, "load_run_at", lambda *a, **k: (config, dist, agent, iteration))
+    monkeypatch.setattr(bench, "load_trained_run", lambda *a, **k: (config, dist, agent, iteration))
     monkeypatch.setattr("metarl.trainer.evaluate_agent", lambda *a, **k: pytest.fail("played a gradient agent"))
     with pytest.raises(ConfigError, match="compares trial agents"):
         bench.run(_args(rl2=[str(rl2_run)], num_tasks=5))
@@ -235,8 +233,8 @@ def test_reference_streams_are_independent_of_each_other():
     np.testing.assert_array_equal(both["empirical_greedy"], alone["empirical_greedy"])
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-def test_cuda_without_cuda_is_one_line(capsys):
+def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "tabular-mdp", "--device", "cuda", "--num-tasks", "3"])
     assert exit_info.value.code == 2
