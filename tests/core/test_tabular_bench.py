@@ -26,6 +26,7 @@ def _args(**kw) -> argparse.Namespace:
         "num_tasks": 1000,
         "references": list(bench.REFERENCES),
         "actions": "config",
+        "memory": [],
         "seed": 0,
         "device": "cpu",
     }
@@ -207,6 +208,8 @@ def test_text_table_has_a_row_per_policy(rl2_run):
     [
         (["--num-tasks", "0"], "--num-tasks must be between 1 and 1000"),
         (["--references", "thompson"], "unknown reference policy 'thompson'"),
+        (["--references", "bayes_greedy_last0"], "unknown reference policy 'bayes_greedy_last0'"),
+        (["--memory", "0"], "--memory needs spans of at least 1 step, got 0"),
         (["--actions", "empirical_greedy"], "unknown --actions 'empirical_greedy'"),
         (["--preset", "n11"], "n11"),
         (["--rl2", "/nonexistent/run"], "/nonexistent/run"),
@@ -241,3 +244,50 @@ def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["metarl: error: --device 'cuda' requested but CUDA is not available on this machine; valid choices here: 'auto', 'cpu'"]
     assert bench.run(_args(device="auto", num_tasks=3, references=["random"]))["num_tasks"] == 3
+
+
+def _windowed_bayes_greedy_by_hand(tasks, episodes: int, horizon: int, memory: int, seed: int) -> np.ndarray:
+    """Bayes-greedy recomputing its sums and counts from the last ``memory`` steps at every step,
+    drawing from the stream and in the order the bench does."""
+    from metarl.seeding import numpy_rng
+
+    mu = np.array([t["reward_means"] for t in tasks])
+    cdf = np.cumsum(np.array([t["transitions"] for t in tasks]), axis=-1)
+    n, s, a = mu.shape
+    rows = np.arange(n)
+    rng = numpy_rng(seed, "tabular-mdp-bench", f"bayes_greedy_last{memory}")
+    history, returns = [], np.zeros((n, episodes))
+    for episode in range(episodes):
+        state = np.zeros(n, dtype=np.int64)
+        for _ in range(horizon):
+            sums, counts = np.zeros((n, s, a)), np.zeros((n, s, a))
+            for old_state, old_action, old_reward in history[-memory:]:
+                sums[rows, old_state, old_action] += old_reward
+                counts[rows, old_state, old_action] += 1
+            post = (1.0 + sums[rows, state]) / (1.0 + counts[rows, state])
+            best = post == post.max(axis=1, keepdims=True)
+            action = np.argmax(best * rng.random(post.shape), axis=1)
+            reward = mu[rows, state, action] + rng.standard_normal(n)
+            u = rng.random(n)
+            history.append((state, action, reward))
+            returns[:, episode] += reward
+            state = np.minimum((cdf[rows, state, action] <= u[:, None]).sum(axis=1), s - 1)
+    return returns
+
+
+@pytest.mark.parametrize("memory", [1, 7, 30])
+def test_memory_limited_bayes_greedy_forgets_exactly_the_steps_outside_its_window(memory):
+    tasks = make("tabular-mdp", "n10").test_tasks()[:50]
+    played = bench.play_references(tasks, episodes=3, horizon=10, names=[f"bayes_greedy_last{memory}"], seed=3)
+    expected = _windowed_bayes_greedy_by_hand(tasks, 3, 10, memory, seed=3)
+    np.testing.assert_allclose(played[f"bayes_greedy_last{memory}"], expected, rtol=0, atol=1e-9)
+
+
+def test_memory_spans_rank_between_random_and_full_memory():
+    out = bench.run(_args(references=["random", "bayes_greedy"], memory=[2, 30], num_tasks=300))
+    totals = {name: figures["trial_return"]["mean"] for name, figures in out["references"].items()}
+    assert list(totals) == ["random", "bayes_greedy", "bayes_greedy_last2", "bayes_greedy_last30"]
+    assert totals["random"] < totals["bayes_greedy_last2"] < totals["bayes_greedy_last30"]
+    assert totals["bayes_greedy_last30"] > 140 and totals["bayes_greedy_last2"] < 125
+    assert "last 30 steps" in out["references"]["bayes_greedy_last30"]["description"]
+    assert bench.reference_memory("bayes_greedy_last12") == 12 and bench.reference_memory("oracle") is None
