@@ -92,6 +92,15 @@ class RL2Config:
     backward pass over 100 steps of 25 trials (H = 128) takes about 4x as long as with ``gru`` on
     a CPU."""
 
+    gate_init: Literal["zero", "chrono"] = "zero"
+    """Initial biases of the ``gru`` cell: ``zero``, or ``chrono`` (Tallec & Ollivier 2018): the
+    update gate's biases drawn as ``log U[1, T_max − 1]``, spreading the units' initial memory
+    time scales up to ``T_max`` = :attr:`chrono_max_steps` steps."""
+
+    chrono_max_steps: int | None = at_least(None, 3)
+    """``T_max`` of ``gate_init: chrono``; ``None``: the training trial's length in steps
+    (episodes per trial × the episode horizon)."""
+
     obs_embedding: int = at_least(0, 0)
     """Width of the observation embedding (Linear + activation); 0 feeds the raw observation."""
 
@@ -220,10 +229,26 @@ class RL2Network(nn.Module):
         config: the agent's settings.
         observation_space, action_space: single-task spaces.
         generator: source of the initial weights.
+        trial_steps: steps in a training trial, the default ``T_max`` of ``gate_init: chrono``.
     """
 
-    def __init__(self, config: RL2Config, observation_space: gym.Space, action_space: gym.Space, *, generator: torch.Generator):
+    def __init__(
+        self,
+        config: RL2Config,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        *,
+        generator: torch.Generator,
+        trial_steps: int | None = None,
+    ):
         super().__init__()
+        if config.gate_init not in ("zero", "chrono"):
+            raise ConfigError(f"unknown gate_init {config.gate_init!r}; valid choices: 'chrono', 'zero'")
+        chrono = None
+        if config.gate_init == "chrono":
+            chrono = config.chrono_max_steps or trial_steps
+            if chrono is None:
+                raise ConfigError("gate_init 'chrono' needs chrono_max_steps (the trial length is not known here)")
         obs_dim = int(math.prod(observation_space.shape or (1,)))
         if config.value_network not in ("shared", "separate"):
             raise ConfigError(f"unknown value_network {config.value_network!r}; valid choices: 'separate', 'shared'")
@@ -240,6 +265,7 @@ class RL2Network(nn.Module):
             encoder_sizes=config.encoder_sizes,
             activation=config.activation,
             cell=config.cell,
+            chrono_max_steps=chrono,
             generator=generator,
         )
         self.policy_head = action_head(
@@ -464,7 +490,13 @@ class RL2(TrialAgent):
         self.action_space = dist.action_space
         self.episodes_per_trial = config.episodes_per_trial or dist.episodes_per_trial
         init_gen = torch_generator(seed, "rl2", "init")
-        self.network = RL2Network(config, dist.observation_space, dist.action_space, generator=init_gen).to(self.device)
+        self.network = RL2Network(
+            config,
+            dist.observation_space,
+            dist.action_space,
+            generator=init_gen,
+            trial_steps=self.episodes_per_trial * dist.max_episode_steps,
+        ).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=config.adam_eps)
         obs_shape = (int(math.prod(dist.observation_space.shape or (1,))),)
         self.obs_normalizer = RunningMeanStd(obs_shape, device=self.device) if config.normalize_observations else None

@@ -215,6 +215,11 @@ class RecurrentCore(nn.Module):
         encoder_sizes: hidden widths of the MLP between the embeddings and the GRU.
         activation: nonlinearity of embeddings and encoder.
         cell: ``"gru"`` (``nn.GRU``) or ``"ln_gru"`` (:class:`LayerNormGRU`).
+        chrono_max_steps: ``None``: zero GRU biases. An integer ``T_max >= 3``: chrono
+            initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks warp time?",
+            §3): the bias of each unit's update ("keep") gate is ``log(u)`` with
+            ``u ~ U[1, T_max − 1]``, so at initialisation the units forget on time scales spread
+            between about 2 and ``T_max`` steps instead of all about 2. ``gru`` cell only.
         generator: source of every initial weight (the GRU's included).
     """
 
@@ -231,11 +236,17 @@ class RecurrentCore(nn.Module):
         encoder_sizes: Sequence[int] = (),
         activation: str = "tanh",
         cell: str = "gru",
+        chrono_max_steps: int | None = None,
         generator: torch.Generator,
     ):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"unknown recurrent cell {cell!r}; valid cells: {choices(CELLS)}")
+        if chrono_max_steps is not None:
+            if cell != "gru":
+                raise ConfigError(f"chrono initialisation needs cell 'gru', got cell {cell!r}")
+            if int(chrono_max_steps) < 3:
+                raise ConfigError(f"chrono initialisation needs a horizon of at least 3 steps, got {chrono_max_steps}")
         self.cell = cell
         self.obs_dim = int(obs_dim)
         self.action_dim = int(action_dim)
@@ -265,6 +276,12 @@ class RecurrentCore(nn.Module):
                         nn.init.orthogonal_(block, generator=generator)
                 else:
                     nn.init.zeros_(param)
+            if chrono_max_steps is not None:
+                h = self.hidden_size
+                for layer in range(self.num_layers):
+                    # torch's gate order in the biases: reset, update, candidate.
+                    u = torch.rand(h, generator=generator) * (int(chrono_max_steps) - 2) + 1.0
+                    getattr(self.gru, f"bias_ih_l{layer}").data[h : 2 * h] = torch.log(u)
 
     def initial_state(self, batch_size: int, *, device: torch.device | str | None = None) -> torch.Tensor:
         """Zeros ``[L, B, H]``: the state at trial start."""

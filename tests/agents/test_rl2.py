@@ -11,7 +11,7 @@ import torch
 from metarl.agents.rl2 import RL2, RecurrentCore, RL2Config, RL2Network
 from metarl.agents.rl2.agent import TrialInputs, evaluate_trials, trial_advantages, trial_inputs
 from metarl.agents.rl2.recurrent import Categorical, DiagGaussian
-from metarl.config import load_config
+from metarl.config import build_dataclass, load_config
 from metarl.envs import make
 from metarl.errors import ConfigError
 from metarl.evaluation import evaluate
@@ -359,6 +359,42 @@ def test_policy_is_deterministic_on_request_and_adapt_is_identity():
     assert torch.equal(batches[0].actions, batches[1].actions)
     assert agent.adaptation == "trial" and agent.initial_context(2) is None
     assert agent.adapt(batches[0], "ctx") == "ctx"
+
+
+def test_chrono_init_spreads_update_gate_biases_over_the_trial_length():
+    dist, zero = tabular_agent(dataclasses.replace(SMALL, value_network="separate"))
+    _, chrono = tabular_agent(dataclasses.replace(SMALL, value_network="separate", gate_init="chrono"))
+    h = SMALL.hidden_size
+    for core in ("policy", "value"):
+        gru_zero = getattr(zero.network.core, core).gru
+        gru = getattr(chrono.network.core, core).gru
+        bias = gru.bias_ih_l0.detach()
+        # Update ("keep") gate biases log U[1, T_max - 1] with T_max = 3 episodes x 10 steps.
+        keep = bias[h : 2 * h]
+        assert bool((keep >= 0).all()) and bool((keep <= np.log(29) + 1e-6).all())
+        assert float(keep.std()) > 0.3  # spread, not one value
+        # Reset and candidate biases stay zero, and so do the recurrent biases.
+        assert not bias[:h].any() and not bias[2 * h :].any() and not gru.bias_hh_l0.any()
+        assert not gru_zero.bias_ih_l0.any()
+        if core == "policy":  # drawn before any chrono draw: the same weights as without it
+            torch.testing.assert_close(gru.weight_hh_l0, gru_zero.weight_hh_l0)
+    # At initialisation the chrono units forget more slowly: z = sigmoid(b) >= 1/2 on average.
+    assert float(torch.sigmoid(keep).mean()) > 0.8
+    explicit = RL2Network(
+        dataclasses.replace(SMALL, gate_init="chrono", chrono_max_steps=5),
+        dist.observation_space,
+        dist.action_space,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert float(explicit.core.gru.bias_ih_l0[h : 2 * h].max()) <= np.log(4) + 1e-6
+    with pytest.raises(ConfigError, match="chrono_max_steps"):
+        RL2Network(dataclasses.replace(SMALL, gate_init="chrono"), dist.observation_space, dist.action_space, generator=torch.Generator())
+    with pytest.raises(ConfigError, match="needs cell 'gru'"):
+        tabular_agent(dataclasses.replace(SMALL, gate_init="chrono", cell="ln_gru"))
+    with pytest.raises(ConfigError, match="chrono_max_steps"):
+        build_dataclass(RL2Config, {"gate_init": "chrono", "chrono_max_steps": 2}, section="agent")
+    with pytest.raises(ConfigError, match="gate_init"):
+        build_dataclass(RL2Config, {"gate_init": "chorno"}, section="agent")
 
 
 def test_config_rejects_bad_values():
