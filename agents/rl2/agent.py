@@ -199,6 +199,10 @@ class RL2Config:
             raise ConfigError(f"discount must be in (0, 1], got discount={self.discount!r}")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ConfigError(f"gae_lambda must be in [0, 1], got gae_lambda={self.gae_lambda!r}")
+        if self.chrono_max_steps is not None and self.gate_init != "chrono":
+            raise ConfigError(
+                f"chrono_max_steps={self.chrono_max_steps!r} is only read with gate_init 'chrono', got gate_init={self.gate_init!r}"
+            )
 
 
 @dataclasses.dataclass

@@ -283,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if int(k) < 1:
             raise ConfigError(f"--memory needs spans of at least 1 step, got {k}")
         names.append(f"{_MEMORY_PREFIX}{int(k)}")
+    names = list(dict.fromkeys(names))  # each policy once, in the order asked
     for name in names:
         reference_memory(name)  # raises on an unknown name
     device = bench_device(str(args.device))

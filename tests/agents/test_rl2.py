@@ -395,6 +395,8 @@ def test_chrono_init_spreads_update_gate_biases_over_the_trial_length():
         build_dataclass(RL2Config, {"gate_init": "chrono", "chrono_max_steps": 2}, section="agent")
     with pytest.raises(ConfigError, match="gate_init"):
         build_dataclass(RL2Config, {"gate_init": "chorno"}, section="agent")
+    with pytest.raises(ConfigError, match="only read with gate_init 'chrono'"):
+        RL2Config(chrono_max_steps=50)
 
 
 def test_config_rejects_bad_values():

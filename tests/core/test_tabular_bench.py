@@ -284,7 +284,7 @@ def test_memory_limited_bayes_greedy_forgets_exactly_the_steps_outside_its_windo
 
 
 def test_memory_spans_rank_between_random_and_full_memory():
-    out = bench.run(_args(references=["random", "bayes_greedy"], memory=[2, 30], num_tasks=300))
+    out = bench.run(_args(references=["random", "bayes_greedy", "bayes_greedy_last2"], memory=[2, 30], num_tasks=300))
     totals = {name: figures["trial_return"]["mean"] for name, figures in out["references"].items()}
     assert list(totals) == ["random", "bayes_greedy", "bayes_greedy_last2", "bayes_greedy_last30"]
     assert totals["random"] < totals["bayes_greedy_last2"] < totals["bayes_greedy_last30"]
