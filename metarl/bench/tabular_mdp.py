@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -186,7 +187,7 @@ def play_references(
         sums, counts = np.zeros((n, s, a)), np.zeros((n, s, a))
         nxt = np.zeros((n, s, a, s))
         returns = np.zeros((n, episodes))
-        history: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        history: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque()
         for episode in range(episodes):
             state = np.zeros(n, dtype=np.int64)
             for t in range(horizon):
@@ -200,7 +201,7 @@ def play_references(
                 if memory is not None:
                     history.append((state, action, reward))
                     if len(history) > memory:  # forget the step that left the window
-                        old_state, old_action, old_reward = history.pop(0)
+                        old_state, old_action, old_reward = history.popleft()
                         counts[rows, old_state, old_action] -= 1
                         left = counts[rows, old_state, old_action]
                         # An emptied pair is exactly untried again (no rounding residue).
