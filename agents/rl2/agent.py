@@ -157,10 +157,10 @@ class RL2Config:
     clip: float = positive(0.2)
     """ε of the clipped surrogate."""
 
-    value_clip: float | None = at_least(None, 0.0)
+    value_clip: float | None = positive(None)
     """ε of the clipped value loss; ``None`` disables it."""
 
-    huber_delta: float | None = at_least(None, 0.0)
+    huber_delta: float | None = positive(None)
     """δ of a Huber value loss (VariBAD uses one); ``None``: squared error."""
 
     value_coef: float = at_least(0.5, 0.0)
@@ -169,11 +169,11 @@ class RL2Config:
     entropy_coef: float = at_least(5e-3, 0.0)
     """Weight of the entropy bonus."""
 
-    max_grad_norm: float | None = at_least(1.0, 0.0)
+    max_grad_norm: float | None = positive(1.0)
     """Clip the global gradient norm to this; ``None`` disables clipping."""
 
     normalize_advantages: bool = True
-    """Standardise advantages per minibatch."""
+    """Standardise advantages per minibatch (Meta-World+'s RL² does not: ``False`` there)."""
 
     normalize_observations: bool = False
     """Feed observations standardised by running statistics."""
@@ -185,7 +185,7 @@ class RL2Config:
 
     bptt_chunk: int | None = at_least(None, 1)
     """Truncated BPTT: backpropagate through chunks of this many steps, each started from the
-    rollout's hidden state; ``None``: the whole trial."""
+    rollout's hidden state; ``None``: the whole trial (Meta-World+ uses chunks of 250)."""
 
     chunk_states: Literal["rollout", "refresh"] = "rollout"
     """Initial state of each BPTT chunk: from the parameters that collected the batch

@@ -60,6 +60,12 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def _linear(in_features: int, out_features: int, *, bias: bool = True) -> nn.Linear:
+    """An ``nn.Linear`` allocated without torch's default initialisation, which would draw from
+    the global RNG; the caller initialises every weight from its own generator."""
+    return nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias)
+
+
 def init_linear_(layer: nn.Linear, *, gain: float, generator: torch.Generator) -> None:
     """Orthogonal weights with ``gain`` and zero bias (Saxe et al. 2014; the PPO default of
     OpenAI baselines and CleanRL), drawn from ``generator``."""
@@ -93,12 +99,12 @@ def mlp(
     layers: list[nn.Module] = []
     dim = in_dim
     for width in hidden_sizes:
-        layer = nn.Linear(dim, int(width))
+        layer = _linear(dim, int(width))
         init_linear_(layer, gain=math.sqrt(2.0), generator=generator)
         layers += [layer, _activation(activation)]
         dim = int(width)
     if out_dim is not None:
-        layer = nn.Linear(dim, out_dim)
+        layer = _linear(dim, out_dim)
         init_linear_(layer, gain=out_gain, generator=generator)
         layers.append(layer)
     return nn.Sequential(*layers)
@@ -160,10 +166,10 @@ class LayerNormGRU(nn.Module):
             d = self.input_size if layer == 0 else h
             cell = nn.ModuleDict(
                 {
-                    "x_zr": nn.Linear(d, 2 * h, bias=False),
-                    "h_zr": nn.Linear(h, 2 * h, bias=False),
-                    "x_n": nn.Linear(d, h, bias=False),
-                    "h_n": nn.Linear(h, h, bias=False),
+                    "x_zr": _linear(d, 2 * h, bias=False),
+                    "h_zr": _linear(h, 2 * h, bias=False),
+                    "x_n": _linear(d, h, bias=False),
+                    "h_n": _linear(h, h, bias=False),
                     "ln_x_zr": nn.LayerNorm(2 * h),
                     "ln_h_zr": nn.LayerNorm(2 * h),
                     "ln_x_n": nn.LayerNorm(h),
@@ -267,9 +273,10 @@ class RecurrentCore(nn.Module):
         if cell == "ln_gru":
             self.gru: nn.Module = LayerNormGRU(gru_in, self.hidden_size, self.num_layers, generator=generator)
         else:
-            self.gru = nn.GRU(gru_in, self.hidden_size, num_layers=self.num_layers)
-            # GRU weights: orthogonal recurrent matrices, orthogonal input matrices, zero biases
-            # (the usual recurrent-PPO init; torch's default would draw from the global RNG).
+            # Allocated on the meta device and materialised uninitialised, which skips torch's
+            # default init (it draws from the global RNG); every weight is set below: orthogonal
+            # recurrent and input matrices, zero biases (the usual recurrent-PPO init).
+            self.gru = nn.GRU(gru_in, self.hidden_size, num_layers=self.num_layers, device="meta").to_empty(device="cpu")
             for name, param in self.gru.named_parameters():
                 if name.startswith("weight_hh") or name.startswith("weight_ih"):
                     for block in param.data.chunk(3, dim=0):

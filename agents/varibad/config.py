@@ -109,7 +109,7 @@ class VariBADConfig:
     num_vae_updates: int = positive(1)
     """VAE gradient steps per iteration, after the policy update (``num_vae_updates``)."""
 
-    vae_max_grad_norm: float | None = at_least(None, 0.0)
+    vae_max_grad_norm: float | None = positive(None)
     """Clip the gradient norm of the encoder and, separately, of the decoders in VAE updates
     (``encoder_max_grad_norm``/``decoder_max_grad_norm`` of later repo versions); ``None``: no
     clipping (the original code)."""
@@ -188,10 +188,10 @@ class VariBADConfig:
     clip: float = positive(0.1)
     """ε of the clipped surrogate (``ppo_clip_param``)."""
 
-    value_clip: float | None = at_least(0.1, 0.0)
+    value_clip: float | None = positive(0.1)
     """ε of the clipped value loss (VariBAD clips with ``ppo_clip_param``); ``None``: no clipping."""
 
-    huber_delta: float | None = at_least(1.0, 0.0)
+    huber_delta: float | None = positive(1.0)
     """δ of the Huber value loss (``ppo_use_huberloss``); ``None``: squared error."""
 
     value_coef: float = at_least(0.5, 0.0)
@@ -200,7 +200,7 @@ class VariBADConfig:
     entropy_coef: float = at_least(0.01, 0.0)
     """Weight of the entropy bonus (``policy_entropy_coef``)."""
 
-    max_grad_norm: float | None = at_least(0.5, 0.0)
+    max_grad_norm: float | None = positive(0.5)
     """Clip the policy's (and, with ``rl_loss_through_encoder``, the encoder's) gradient norm."""
 
     normalize_advantages: bool = True

@@ -79,8 +79,9 @@ class BeliefEncoder(nn.Module):
             generator=generator,
         )
         # Bias-free heads: the output on the zero initial state is N(0, I) exactly (module doc).
-        self.mean_head = nn.Linear(hidden_size, self.latent_dim, bias=False)
-        self.logvar_head = nn.Linear(hidden_size, self.latent_dim, bias=False)
+        # skip_init: torch's default init would draw from the global RNG; the weights are set below.
+        self.mean_head = nn.utils.skip_init(nn.Linear, hidden_size, self.latent_dim, bias=False)
+        self.logvar_head = nn.utils.skip_init(nn.Linear, hidden_size, self.latent_dim, bias=False)
         for head in (self.mean_head, self.logvar_head):
             bound = 1.0 / math.sqrt(hidden_size)
             nn.init.uniform_(head.weight, -bound, bound, generator=generator)

@@ -405,6 +405,31 @@ def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="gae_lambda"):
         RL2Config(gae_lambda=2.0)
     assert agent_config("rl2") is RL2Config
+    # A zero Huber delta crashes torch's huber_loss at the first update, a zero value clip fails
+    # there too, and a zero gradient-norm bound silently zeroes every update: all rejected on load.
+    for key in ("huber_delta", "value_clip", "max_grad_norm"):
+        with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
+            build_dataclass(RL2Config, {key: 0.0}, section="agent")
+        assert getattr(build_dataclass(RL2Config, {key: None}, section="agent"), key) is None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"obs_embedding": 4, "encoder_sizes": (8,), "policy_sizes": (8,), "value_sizes": (8,)},
+        {"cell": "ln_gru", "num_layers": 2},
+        {"value_network": "separate", "gate_init": "chrono"},
+    ],
+    ids=["gru", "ln_gru", "separate-chrono"],
+)
+def test_building_the_agent_leaves_torch_global_rng_untouched(overrides):
+    dist = make("navigation-2d")
+    config = dataclasses.replace(SMALL, **overrides)
+    before = torch.random.get_rng_state()
+    agents = [RL2(config, dist=dist, device="cpu", seed=s) for s in (3, 3, 4)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    weights = [torch.cat([p.detach().flatten() for p in a.network.parameters()]) for a in agents]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
 
 
 def test_experiment_configs_load():

@@ -23,7 +23,7 @@ from metarl.agents.varibad import (
 )
 from metarl.agents.varibad.decoder import GridCells, RewardDecoder
 from metarl.agents.varibad.vae import TrialData, VAEBuffer, elbo_loss, trial_data
-from metarl.config import load_config
+from metarl.config import build_dataclass, load_config
 from metarl.envs import make
 from metarl.errors import ConfigError, EnvError
 from metarl.evaluation import evaluate
@@ -267,11 +267,6 @@ def test_belief_carries_across_episodes_and_resets_between_trials():
     # A second collection starts again from the prior.
     again = Sampler(dist, seed=2).collect(agent.policy(None), tasks, episodes_per_task=4, episodes_per_trial=4)
     assert torch.equal(again.extras["latent_mean"][0], torch.zeros(2, 3))
-    # The sampler's reset_state puts chosen slots back at the prior and leaves the others.
-    state = policy.states[20]
-    fresh = agent.policy(None).reset_state(state, torch.tensor([True, False, False, True]), batch.task_index)
-    assert torch.equal(fresh[1][0], torch.zeros(3)) and torch.equal(fresh[1][1], state[1][1])
-    assert not fresh[3][0] and fresh[3][1]
 
 
 def test_rl_loss_reaches_the_encoder_only_when_configured():
@@ -435,6 +430,24 @@ def test_config_errors_and_registry():
     with pytest.raises(ConfigError, match="bernoulli_multihead"):
         VariBAD(dataclasses.replace(GRID), dist=make("navigation-2d"), device="cpu", seed=0)
     assert agent_class("varibad") is VariBAD and agent_config("varibad") is VariBADConfig
+    # Zero would crash torch's huber_loss, fail the value clip mid-run, or silently zero every
+    # update (a gradient-norm bound of 0): rejected when the config is loaded.
+    for key in ("huber_delta", "value_clip", "max_grad_norm", "vae_max_grad_norm"):
+        with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
+            build_dataclass(VariBADConfig, {key: 0.0}, section="agent")
+        assert getattr(build_dataclass(VariBADConfig, {key: None}, section="agent"), key) is None
+
+
+def test_building_the_agent_leaves_torch_global_rng_untouched():
+    dist = make("navigation-2d")
+    config = dataclasses.replace(VariBADConfig(), latent_dim=2, encoder_hidden_size=8, decode_state=True, decode_task=True)
+    before = torch.random.get_rng_state()
+    agents = [VariBAD(config, dist=dist, device="cpu", seed=s) for s in (3, 3, 4)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    weights = [
+        torch.cat([p.detach().flatten() for m in (a.encoder, a.decoders, a.network) for p in m.parameters()]) for a in agents
+    ]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
 
 
 def test_experiment_configs_load():
