@@ -34,6 +34,9 @@ __all__ = [
     "check_rng",
     "check_render_mode",
     "check_task",
+    "check_int",
+    "check_real",
+    "check_flag",
     "seed_key",
 ]
 
@@ -114,6 +117,32 @@ def check_rng(rng: object) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise EnvError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     return rng
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """``value`` as an int, or :class:`EnvError` unless it is an integer ``>= minimum`` (a float
+    or bool is refused, not truncated)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise EnvError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+
+def check_real(name: str, value: object) -> float:
+    """``value`` as a float, or :class:`EnvError` unless it is a finite real number."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+    ):
+        raise EnvError(f"{name} must be a finite number, got {name}={value!r}")
+    return float(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a bool, or :class:`EnvError` unless it is ``True`` or ``False``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise EnvError(f"{name} must be True or False, got {name}={value!r}")
+    return bool(value)
 
 
 def check_render_mode(render_mode: str | None) -> None:

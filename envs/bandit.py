@@ -20,6 +20,8 @@ from metarl.envs.array import (
     ArrayBatchedEnv,
     CounterStreams,
     HeldOutDistribution,
+    check_flag,
+    check_int,
     check_render_mode,
     check_task,
     preset_factory,
@@ -75,15 +77,11 @@ class BanditDistribution(HeldOutDistribution):
         task_in_obs: bool = False,
     ) -> None:
         super().__init__(num_test_tasks=num_test_tasks)
-        if num_arms < 2 or episodes_per_trial <= 0:
-            raise EnvError(
-                f"bandit needs num_arms >= 2 and episodes_per_trial > 0, got {num_arms}, {episodes_per_trial}"
-            )
         self.preset = preset
-        self.num_arms = int(num_arms)
-        self.episodes_per_trial = int(episodes_per_trial)
-        self.task_in_obs = bool(task_in_obs)
-        low = np.zeros(1 + self.num_arms if task_in_obs else 1, dtype=np.float32)
+        self.num_arms = check_int("num_arms", num_arms, minimum=2)
+        self.episodes_per_trial = check_int("episodes_per_trial", episodes_per_trial)
+        self.task_in_obs = check_flag("task_in_obs", task_in_obs)
+        low = np.zeros(1 + self.num_arms if self.task_in_obs else 1, dtype=np.float32)
         high = low.copy()
         high[1:] = 1.0
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)

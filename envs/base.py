@@ -16,10 +16,13 @@ def check_actions(actions: object, space: gym.Space, num_slots: int) -> np.ndarr
     """Validate a batch of actions for ``num_slots`` slots of ``space``; return it as an array.
 
     Raises:
-        EnvError: wrong shape, non-integer discrete actions, out-of-range discrete actions, or
-            NaN/inf continuous actions. The message names the offending value.
+        EnvError: not real numbers (strings, objects, complex or bool), wrong shape, non-integer
+            discrete actions, out-of-range discrete actions, or NaN/inf continuous actions. The
+            message names the offending value.
     """
     arr = np.asarray(actions)
+    if arr.dtype.kind not in "iuf":
+        raise EnvError(f"actions must be integers or floats, got an array of dtype {arr.dtype}")
     if isinstance(space, gym.spaces.Discrete):
         expected: tuple[int, ...] = (num_slots,)
         if arr.shape != expected:
@@ -53,12 +56,28 @@ def check_actions(actions: object, space: gym.Space, num_slots: int) -> np.ndarr
     raise EnvError(f"unsupported action space {space}")
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def slot_seeds(seed: int | Sequence[int] | None, num_slots: int) -> list[int | None]:
-    """Per-slot seeds: one int ``s`` gives ``s + i`` to slot ``i``; a sequence is used as is."""
+    """Per-slot seeds: one int ``s`` gives ``s + i`` to slot ``i``; a sequence is used as is.
+
+    Raises:
+        EnvError: a seed that is not an integer (a float, string or bool), or a sequence whose
+            length is not ``num_slots``.
+    """
     if seed is None:
         return [None] * num_slots
-    if isinstance(seed, (int, np.integer)):
+    if isinstance(seed, np.ndarray) and seed.ndim == 0:
+        seed = seed[()]
+    if _is_integer(seed):
         return [int(seed) + i for i in range(num_slots)]
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
+        raise EnvError(f"seed must be an integer, one integer per slot, or None, got {seed!r}")
+    for i, s in enumerate(seed):
+        if not _is_integer(s):
+            raise EnvError(f"seeds must be integers, got {s!r} for slot {i}")
     seeds = [int(s) for s in seed]
     if len(seeds) != num_slots:
         raise EnvError(f"expected {num_slots} seeds, one per slot, got {len(seeds)}")

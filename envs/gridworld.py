@@ -21,6 +21,8 @@ import numpy as np
 
 from metarl.envs.array import (
     ArrayBatchedEnv,
+    check_flag,
+    check_int,
     check_render_mode,
     check_rng,
     check_task,
@@ -80,16 +82,11 @@ class GridworldDistribution(TaskDistribution):
         episodes_per_trial: int = 4,
         task_in_obs: bool = False,
     ) -> None:
-        if num_cells < 3 or max_episode_steps <= 0 or episodes_per_trial <= 0:
-            raise EnvError(
-                f"gridworld needs num_cells >= 3 and positive max_episode_steps and episodes_per_trial, "
-                f"got {num_cells}, {max_episode_steps}, {episodes_per_trial}"
-            )
         self.preset = preset
-        self.num_cells = int(num_cells)
-        self.max_episode_steps = int(max_episode_steps)
-        self.episodes_per_trial = int(episodes_per_trial)
-        self.task_in_obs = bool(task_in_obs)
+        self.num_cells = check_int("num_cells", num_cells, minimum=3)
+        self.max_episode_steps = check_int("max_episode_steps", max_episode_steps)
+        self.episodes_per_trial = check_int("episodes_per_trial", episodes_per_trial)
+        self.task_in_obs = check_flag("task_in_obs", task_in_obs)
         obs_dim = 4 if self.task_in_obs else 2
         self.observation_space = gym.spaces.Box(
             0.0, float(self.num_cells - 1), (obs_dim,), dtype=np.float32

@@ -49,6 +49,7 @@ import metaworld.env_dict as mw_env_dict
 import metaworld.types as mw_types
 import numpy as np
 
+from metarl.envs.base import check_actions
 from metarl.envs.procpool import ProcessPoolBatchedEnv
 from metarl.errors import EnvError, choices
 from metarl.types import Task, TaskDistribution, check_num_tasks, check_split
@@ -87,6 +88,9 @@ _SPLIT_CLASSES: dict[str, dict[str, Any]] = {
 
 _BENCHMARK_LOCK = threading.Lock()
 
+#: ``make_batched`` options passed on to :class:`~metarl.envs.procpool.ProcessPoolBatchedEnv`.
+_POOL_OPTIONS: tuple[str, ...] = ("start_timeout", "max_restarts", "restart_backoff", "start_method")
+
 
 @functools.lru_cache(maxsize=8)
 def _build_benchmark(benchmark: str, env_name: str | None, seed: int) -> metaworld.Benchmark:
@@ -107,7 +111,8 @@ class MetaWorldTaskEnv(gym.Wrapper):
 
     - ``reset(seed=s)`` seeds the env's ``np_random`` and spaces (Meta-World's own reset ignores
       its seed argument; its reset is deterministic given the task anyway);
-    - actions are clipped to ``[-1, 1]``;
+    - actions of the wrong shape or not finite raise :class:`~metarl.errors.EnvError`; the
+      others are clipped to ``[-1, 1]``;
     - ``info["success"]`` is a bool (Meta-World reports 0.0/1.0) and the reward a float.
 
     Attributes:
@@ -124,6 +129,8 @@ class MetaWorldTaskEnv(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        # Refused like the process pool refuses them: MuJoCo would reset the simulation on a NaN.
+        action = check_actions(np.asarray(action)[None], self.action_space, 1)[0]
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         obs, reward, terminated, truncated, info = self.env.step(action)
         info = dict(info)
@@ -349,6 +356,10 @@ class MetaWorldDistribution(TaskDistribution):
                 options (``start_timeout``, ``max_restarts``, ``restart_backoff``,
                 ``start_method``).
         """
+        unknown = sorted(set(pool_kwargs) - set(_POOL_OPTIONS))
+        if unknown:
+            valid = ("num_workers", "timeout", *_POOL_OPTIONS)
+            raise EnvError(f"unknown option {unknown[0]!r} for make_batched; valid options: {choices(valid)}")
         checked = [self._check_task(t) for t in tasks]
         return ProcessPoolBatchedEnv(
             self.env_factory(), checked, num_workers=num_workers, timeout=timeout, has_success=True, **pool_kwargs

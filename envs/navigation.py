@@ -28,6 +28,9 @@ import numpy as np
 from metarl.envs.array import (
     ArrayBatchedEnv,
     HeldOutDistribution,
+    check_flag,
+    check_int,
+    check_real,
     check_render_mode,
     check_task,
     preset_factory,
@@ -92,23 +95,22 @@ class NavigationDistribution(HeldOutDistribution):
         task_in_obs: bool = False,
     ) -> None:
         super().__init__(num_test_tasks=num_test_tasks)
+        action_bound, max_speed = check_real("action_bound", action_bound), check_real("max_speed", max_speed)
+        goal_low, goal_high = check_real("goal_low", goal_low), check_real("goal_high", goal_high)
+        goal_tolerance = check_real("goal_tolerance", goal_tolerance)
         if not (action_bound > 0 and max_speed > 0 and goal_low < goal_high and goal_tolerance > 0):
             raise EnvError(
                 f"navigation needs action_bound > 0, max_speed > 0, goal_low < goal_high and goal_tolerance > 0, "
                 f"got {action_bound}, {max_speed}, [{goal_low}, {goal_high}], {goal_tolerance}"
             )
-        if max_episode_steps <= 0 or episodes_per_trial <= 0:
-            raise EnvError(
-                f"max_episode_steps and episodes_per_trial must be positive, got {max_episode_steps}, {episodes_per_trial}"
-            )
         self.preset = preset
-        self.action_scale = float(max_speed) / float(action_bound)
-        self.max_speed = float(max_speed)
-        self.goal_low, self.goal_high = float(goal_low), float(goal_high)
-        self.goal_tolerance = float(goal_tolerance)
-        self.max_episode_steps = int(max_episode_steps)
-        self.episodes_per_trial = int(episodes_per_trial)
-        self.task_in_obs = bool(task_in_obs)
+        self.action_scale = max_speed / action_bound
+        self.max_speed = max_speed
+        self.goal_low, self.goal_high = goal_low, goal_high
+        self.goal_tolerance = goal_tolerance
+        self.max_episode_steps = check_int("max_episode_steps", max_episode_steps)
+        self.episodes_per_trial = check_int("episodes_per_trial", episodes_per_trial)
+        self.task_in_obs = check_flag("task_in_obs", task_in_obs)
         obs_dim = 4 if self.task_in_obs else 2
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), dtype=np.float32)
         self.action_space = gym.spaces.Box(

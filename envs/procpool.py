@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from metarl.envs.base import check_actions, reset_mask, slot_seeds
+from metarl.envs.base import check_actions, nonnegative_slot_seeds, reset_mask
 from metarl.errors import EnvError, WorkerError, WorkerLost, choices
 from metarl.types import BatchedEnv, Task
 
@@ -526,7 +526,7 @@ class ProcessPoolBatchedEnv(BatchedEnv):
                 ``exc.result`` is this call's return value with those slots zeroed.
         """
         self._check_open()
-        seeds = slot_seeds(seed, self.num_slots)
+        seeds = nonnegative_slot_seeds(seed, self.num_slots)
         m = reset_mask(mask, self.num_slots)
         payloads = {
             w.worker_id: (seeds[w.slots.start : w.slots.stop], m[w.slots.start : w.slots.stop])

@@ -135,9 +135,9 @@ def make_gym_env(
     if task is None:
         task = dist.sample(1, split=split, rng=np.random.default_rng(task_seed))[0]
     env_kwargs = {"render_mode": render_mode} if render_mode is not None else {}
-    env = dist.make_env(task, **env_kwargs)
-    # make_env already applies the time limit; strip gymnasium's own so it is not applied twice.
-    return env
+    # make_env already applies the time limit; the ids are registered without
+    # max_episode_steps, so gymnasium adds no second one.
+    return dist.make_env(task, **env_kwargs)
 
 
 def register_gymnasium_ids() -> None:

@@ -21,6 +21,8 @@ from metarl.envs.array import (
     ArrayBatchedEnv,
     CounterStreams,
     HeldOutDistribution,
+    check_flag,
+    check_int,
     check_render_mode,
     check_task,
     preset_factory,
@@ -79,17 +81,12 @@ class TabularMDPDistribution(HeldOutDistribution):
         task_in_obs: bool = False,
     ) -> None:
         super().__init__(num_test_tasks=num_test_tasks)
-        if num_states < 2 or num_actions < 1 or max_episode_steps <= 0 or episodes_per_trial <= 0:
-            raise EnvError(
-                "tabular MDP needs num_states >= 2, num_actions >= 1, positive max_episode_steps and "
-                f"episodes_per_trial, got {num_states}, {num_actions}, {max_episode_steps}, {episodes_per_trial}"
-            )
         self.preset = preset
-        self.num_states = int(num_states)
-        self.num_actions = int(num_actions)
-        self.max_episode_steps = int(max_episode_steps)
-        self.episodes_per_trial = int(episodes_per_trial)
-        self.task_in_obs = bool(task_in_obs)
+        self.num_states = check_int("num_states", num_states, minimum=2)
+        self.num_actions = check_int("num_actions", num_actions)
+        self.max_episode_steps = check_int("max_episode_steps", max_episode_steps)
+        self.episodes_per_trial = check_int("episodes_per_trial", episodes_per_trial)
+        self.task_in_obs = check_flag("task_in_obs", task_in_obs)
         s, a = self.num_states, self.num_actions
         low, high = np.zeros(s, dtype=np.float32), np.ones(s, dtype=np.float32)
         if self.task_in_obs:

@@ -142,13 +142,14 @@ def fit_linear_baseline(
     """
     dtype = returns.dtype
     feats = linear_baseline_features(observations.to(dtype), step)  # [T, B, F]
-    m = mask.to(dtype).unsqueeze(-1)
-    feats_masked = feats * m
+    # torch.where, not a product with the mask: a padded NaN times 0 would still be NaN.
+    feats_masked = torch.where(mask.unsqueeze(-1), feats, torch.zeros_like(feats))
+    returns = torch.where(mask, returns, torch.zeros_like(returns))
     num_groups = int(group.max().item()) + 1 if num_groups is None else num_groups
     nf = feats.shape[-1]
     # Per-slot normal equations, then summed per group with index_add over the slot axis.
     xtx_slot = torch.einsum("tbf,tbg->bfg", feats_masked, feats_masked)
-    xty_slot = torch.einsum("tbf,tb->bf", feats_masked, returns * mask.to(dtype))
+    xty_slot = torch.einsum("tbf,tb->bf", feats_masked, returns)
     xtx = torch.zeros(num_groups, nf, nf, dtype=dtype, device=returns.device).index_add_(0, group, xtx_slot)
     xty = torch.zeros(num_groups, nf, dtype=dtype, device=returns.device).index_add_(0, group, xty_slot)
     eye = torch.eye(nf, dtype=dtype, device=returns.device)
@@ -158,5 +159,5 @@ def fit_linear_baseline(
         if torch.isfinite(weights).all():
             break
         coeff *= 10.0
-    values = torch.einsum("tbf,bf->tb", feats, weights[group])
+    values = torch.einsum("tbf,bf->tb", feats_masked, weights[group])
     return torch.where(mask, values, torch.zeros_like(values))

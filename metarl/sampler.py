@@ -10,8 +10,10 @@ inside the trial the slot's env is reset and the trial goes on at the next time 
 trial is contiguous in time and the policy's state carries across its episode boundaries. The
 state starts from :meth:`Policy.initial_state` at each trial start and is never reset inside one.
 
-Waves. With ``max_slots`` set, slots run in waves of whole tasks (so every wave holds the same
-number of slots per task and ``task_index`` is non-decreasing within it).
+Waves. With ``max_slots`` set, at most that many slots are stepped at once. Slots run in waves
+of whole tasks when one task's trials fit in ``max_slots`` (so every wave holds the same number of
+slots per task), else in waves of ``max_slots`` consecutive slots; either way ``task_index`` is
+non-decreasing within a wave and the batch is laid out as without waves.
 
 Faults. A worker-process backend that loses a worker raises :class:`~metarl.errors.WorkerLost`
 after replacing it; the sampler then discards the whole wave's partial trials and runs the wave
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -118,6 +121,8 @@ class Sampler:
         max_slots: int | None = None,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise EnvError(f"seed must be an integer, got {seed!r}")
         if max_slots is not None and max_slots <= 0:
             raise EnvError(f"max_slots must be positive or None, got {max_slots}")
         self.dist = dist
@@ -161,8 +166,12 @@ class Sampler:
             episodes_per_trial: episodes per trial (default: the distribution's).
 
         Returns:
-            A :class:`TrialBatch` on the sampler's device with ``T = episodes_per_trial ×
-            max_episode_steps`` and one slot per trial.
+            A :class:`TrialBatch` on the sampler's device with one slot per trial and ``T`` the
+            longest trial's length (at most ``episodes_per_trial × max_episode_steps``).
+
+        Raises:
+            EnvError: bad arguments, a non-finite observation or reward, or an episode that ran
+                past ``max_episode_steps`` without being truncated.
         """
         tasks = tuple(tasks)
         if not tasks:
@@ -178,17 +187,22 @@ class Sampler:
             )
         trials_per_task = episodes_per_task // per_trial
         num_slots = len(tasks) * trials_per_task
-        tasks_per_wave = len(tasks)
+        all_task_index = np.repeat(np.arange(len(tasks), dtype=np.int64), trials_per_task)
+        all_trial_index = np.tile(np.arange(trials_per_task, dtype=np.int64), len(tasks))
+        wave_size = num_slots
         if self.max_slots is not None:
-            tasks_per_wave = max(1, self.max_slots // trials_per_task)
+            # Whole tasks per wave when a task's trials fit, else max_slots slots per wave.
+            wave_size = self.max_slots
+            if trials_per_task <= self.max_slots:
+                wave_size = self.max_slots // trials_per_task * trials_per_task
         start = time.perf_counter()
         stats = CollectStats()
         pieces: list[dict[str, Any]] = []
-        for first in range(0, len(tasks), tasks_per_wave):
-            wave_tasks = range(first, min(first + tasks_per_wave, len(tasks)))
-            task_index = np.repeat(np.asarray(wave_tasks, dtype=np.int64), trials_per_task)
-            trial_index = np.tile(np.arange(trials_per_task, dtype=np.int64), len(wave_tasks))
-            pieces.append(self._collect_wave(policy, tasks, task_index, trial_index, per_trial, stats))
+        for first in range(0, num_slots, wave_size):
+            wave = slice(first, first + wave_size)
+            pieces.append(
+                self._collect_wave(policy, tasks, all_task_index[wave], all_trial_index[wave], per_trial, stats)
+            )
         stats.sample_s = time.perf_counter() - start
         batch = self._assemble(pieces, tasks, num_slots)
         self.total_env_steps += stats.env_steps
@@ -307,7 +321,16 @@ class Sampler:
         if isinstance(self._space, gym.spaces.Box):
             low, high = self._space.low, self._space.high
 
-        while active.any():
+        # Every active slot is at time index t (a slot stays active from its trial's start on).
+        for t in itertools.count():
+            if not active.any():
+                break
+            if t >= horizon:
+                slot = int(np.argmax(active))
+                raise EnvError(
+                    f"an episode ran past max_episode_steps={self.dist.max_episode_steps} without truncation "
+                    f"in slot {slot} (task {slot_tasks[slot]}, reset seed {int(seeds[slot])})"
+                )
             t_policy = time.perf_counter()
             # Inputs other than the observation are built only if the policy reads them.
             inputs = StepInputs(
@@ -372,8 +395,6 @@ class Sampler:
             episode += ended
             trial_end = ended & (episode >= episodes_per_trial)
             buf_trial_done[cursor[trial_end] - 1, slots[trial_end]] = True
-            # A trial cut by its horizon without an episode end cannot happen: every episode is
-            # truncated at max_episode_steps, so cursor never passes the buffer.
             active &= ~trial_end
             restart = ended & active
             obs = next_obs
@@ -392,8 +413,6 @@ class Sampler:
                 prev_action_np = action_np.astype(np.int64)
             else:
                 prev_action_np = action_np.astype(np.float32).reshape(num, -1)
-        if cursor.max() > horizon:
-            raise EnvError(f"an episode ran past max_episode_steps={self.dist.max_episode_steps} without truncation")
         return {
             "observations": buf_obs,
             "next_observations": buf_next,

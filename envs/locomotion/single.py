@@ -18,6 +18,7 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
+from metarl.envs.base import check_actions
 from metarl.envs.locomotion.rewards import LocomotionReward
 from metarl.envs.locomotion.robots import ANT, HALF_CHEETAH, Robot
 
@@ -56,9 +57,9 @@ class _TaskStepMixin:
         )[0]
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        # The batched env reads actions as the action space's float32; so does this env, so both
-        # apply and charge for exactly the same numbers.
-        action = np.asarray(action, dtype=np.float32)
+        # The batched env checks actions and reads them as the action space's float32; so does
+        # this env, so both refuse the same actions and apply and charge for the same numbers.
+        action = check_actions(np.asarray(action)[None], self.action_space, 1)[0]  # type: ignore[attr-defined]
         xy_before = self._tracked_xy()
         self.do_simulation(action, self.frame_skip)  # type: ignore[attr-defined]
         xy_after = self._tracked_xy()

@@ -93,3 +93,21 @@ def test_masked_steps_are_zero(dtype):
     ends = torch.tensor([[False, False], [True, True], [True, True]])
     g = discounted_returns(rewards, discount=1.0, ends=ends, mask=mask)
     np.testing.assert_allclose(g.numpy(), [[2, 1], [1, 0], [0, 0]])
+
+
+def test_linear_baseline_ignores_whatever_padded_steps_hold():
+    """Padded steps contribute nothing, even when they hold NaN or huge values."""
+    gen = torch.Generator().manual_seed(5)
+    obs = torch.randn(6, 3, 2, generator=gen, dtype=torch.float64)
+    step = torch.arange(6).unsqueeze(1).expand(6, 3)
+    returns = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    mask = torch.ones(6, 3, dtype=torch.bool)
+    mask[4:, 1] = False
+    group = torch.tensor([0, 0, 1])
+    clean = fit_linear_baseline(obs, step, returns, mask, group)
+    dirty_obs, dirty_returns = obs.clone(), returns.clone()
+    dirty_obs[4:, 1] = float("nan")
+    dirty_returns[4:, 1] = float("inf")
+    dirty = fit_linear_baseline(dirty_obs, step, dirty_returns, mask, group)
+    torch.testing.assert_close(dirty, clean, rtol=0, atol=0)
+    assert torch.all(dirty[~mask] == 0)

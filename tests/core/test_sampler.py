@@ -151,6 +151,9 @@ def test_bad_arguments():
         sampler.collect(CountingPolicy(), [], episodes_per_task=1)
     with pytest.raises(EnvError, match="max_slots"):
         Sampler(dist, seed=0, max_slots=0)
+    for seed in (1.5, "1", True, None):
+        with pytest.raises(EnvError, match=f"seed must be an integer, got {seed!r}"):
+            Sampler(dist, seed=seed)
 
 
 def test_batch_to_and_select_slots():
@@ -241,3 +244,43 @@ def test_discrete_previous_action_is_one_hot_and_zero_at_trial_start():
     assert torch.equal(seen[0], torch.zeros(batch.num_slots, 5))
     expected = torch.nn.functional.one_hot(batch.actions[:-1].long(), 5).float()
     assert torch.equal(seen[1:], expected)
+
+
+def test_max_slots_caps_the_slots_stepped_at_once_even_below_one_task():
+    """A task with more trials than max_slots is split over waves; the batch is unchanged."""
+
+    class Recording(ScriptedDist):
+        def make_batched(self, tasks, **kwargs):
+            self.sizes = getattr(self, "sizes", []) + [len(tasks)]
+            return super().make_batched(tasks, **kwargs)
+
+    dist = Recording()
+    tasks = dist.sample(2, rng=np.random.default_rng(0))
+    sampler = Sampler(dist, seed=0, max_slots=2)
+    batch = sampler.collect(CountingPolicy(), tasks, episodes_per_task=3, episodes_per_trial=1)
+    assert dist.sizes == [2]  # one env of max_slots slots, reused for every wave
+    assert batch.task_index.tolist() == [0, 0, 0, 1, 1, 1]
+    assert batch.trial_index.tolist() == [0, 1, 2, 0, 1, 2]
+    assert ((batch.dones & batch.mask).sum(0) == 1).all()
+    t = torch.arange(batch.num_steps).unsqueeze(1).expand_as(batch.mask).float()
+    assert torch.equal(batch.extras["count"][batch.mask], t[batch.mask])
+    _, whole = collect(ScriptedDist(), tasks=2, episodes=3, per_trial=1)
+    assert torch.equal(batch.mask, whole.mask) and torch.equal(batch.rewards, whole.rewards)
+
+
+def test_an_episode_past_the_horizon_is_a_one_line_env_error():
+    class NeverTruncated(ScriptedDist):
+        def make_batched(self, tasks, **kwargs):
+            env = super().make_batched(tasks, **kwargs)
+            step = env.step
+
+            def step_without_time_limit(actions):
+                obs, reward, terminated, truncated, info = step(actions)
+                return obs, reward, terminated, np.zeros_like(truncated), info
+
+            env.step = step_without_time_limit
+            return env
+
+    dist = NeverTruncated(stops=False)
+    with pytest.raises(EnvError, match=rf"ran past max_episode_steps={H} without truncation.*task scripted"):
+        Sampler(dist, seed=0).collect(CountingPolicy(), dist.sample(2, rng=np.random.default_rng(0)), episodes_per_task=1)

@@ -248,3 +248,15 @@ def test_bad_input_raises_env_error(ml1, ml10):
         ml10.make_env(ml1.tasks("train")[0])
     with pytest.raises(EnvError, match="env_name 'reach-v3'"):
         make("metaworld-ml1", "push-v3").make_batched(ml1.tasks("train")[:2])
+    for option in ("workers", "has_success"):
+        with pytest.raises(EnvError, match=rf"unknown option '{option}' for make_batched; valid options: .*'num_workers'.*'start_timeout'"):
+            ml1.make_batched(ml1.tasks("train")[:1], **{option: 2})
+    # The single env refuses what the process pool refuses (MuJoCo would otherwise reset the
+    # simulation on a NaN control without a word).
+    env = ml1.make_env(ml1.tasks("train")[0])
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(EnvError, match="not finite: .*nan"):
+        env.step(np.array([0.0, np.nan, 0.0, 0.0], np.float32))
+    with pytest.raises(EnvError, match=r"shape \(1, 4\)"):
+        env.step(np.zeros(5, np.float32))
+    assert np.isfinite(env.step(np.zeros(4, np.float32))[0]).all()

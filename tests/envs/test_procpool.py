@@ -330,6 +330,10 @@ def test_bad_input_raises_env_error():
             env.set_tasks(tasks[:2])
         with pytest.raises(EnvError, match="expected 3 seeds"):
             env.reset(seed=[1, 2])
+        with pytest.raises(EnvError, match="non-negative integers, got -1 for slot 0"):
+            env.reset(seed=-1)
+        with pytest.raises(EnvError, match="got 1.5 for slot 1"):
+            env.reset(seed=[0, 1.5, 2])
         with pytest.raises(EnvError, match="reset mask"):
             env.reset(mask=np.ones(2, bool))
         # The pool still works after rejected input.

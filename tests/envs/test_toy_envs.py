@@ -436,8 +436,37 @@ def test_bad_input_raises_one_line_env_errors(family):
         dist.make_env(tasks[0], render_mode="human")
     with pytest.raises(EnvError, match="seeds must be non-negative"):
         batched.reset(seed=-1)
+    # Seeds that are not integers are refused, not truncated or taken as 1.
+    for seed, named in ((1.5, "1.5"), ("7", "'7'"), (True, "True"), ([0, 1.5, 2], "1.5"), ([0, None, 2], "None")):
+        with pytest.raises(EnvError) as err:
+            batched.reset(seed=seed)
+        assert named in _one_line(err)
+    # Actions that are not real numbers are refused with the dtype named.
+    dtype_shape = (3, *shape)
+    for bad in (np.full(dtype_shape, "a"), np.full(dtype_shape, 1 + 1j), np.ones(dtype_shape, bool), np.full(dtype_shape, None)):
+        with pytest.raises(EnvError) as err:
+            batched.step(bad)
+        assert str(bad.dtype) in _one_line(err)
     with pytest.raises(EnvError, match="call reset"):
         dist.make_env(tasks[0]).unwrapped.step(dist.action_space.sample())
+
+
+# Options of the wrong type are refused, never truncated (100.7 -> 100) or coerced ("no" -> True).
+BAD_OPTIONS = {
+    "navigation-2d": [("max_episode_steps", 100.7), ("episodes_per_trial", True), ("max_speed", "0.1"), ("goal_high", np.inf), ("task_in_obs", "no")],
+    "bandit": [("num_arms", 5.5), ("episodes_per_trial", "10"), ("task_in_obs", 1)],
+    "tabular-mdp": [("num_states", 10.9), ("num_actions", 0), ("max_episode_steps", None), ("task_in_obs", "yes")],
+    "gridworld": [("num_cells", 5.0), ("max_episode_steps", "15"), ("episodes_per_trial", 0), ("task_in_obs", "no")],
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_options_of_the_wrong_type_are_one_line_env_errors(family):
+    for name, value in BAD_OPTIONS[family]:
+        with pytest.raises(EnvError) as err:
+            menvs.make(family, **{name: value})
+        text = _one_line(err)
+        assert name in text and repr(value) in text, text
 
 
 def test_task_shape_mismatch_is_rejected():
