@@ -268,9 +268,9 @@ _STEP_INPUTS = ("obs", "prev_action", "prev_reward", "prev_done", "episode_index
 class Policy(abc.ABC):
     """A policy over the whole batch of slots: one forward pass per step.
 
-    The sampler calls :meth:`initial_state` once per collection with the slot-to-task mapping,
-    :meth:`act` once per step, and :meth:`reset_state` when slots restart their trial (a lost
-    worker). Recurrent state persists across episode boundaries within a trial.
+    The sampler calls :meth:`initial_state` at the start of every wave of trials with the
+    slot-to-task mapping (again when a wave is collected anew after a lost worker) and :meth:`act`
+    once per step. Recurrent state persists across episode boundaries within a trial.
     """
 
     #: Device the policy computes on; the sampler moves inputs there.
@@ -285,28 +285,6 @@ class Policy(abc.ABC):
     def act(self, inputs: StepInputs, state: Any) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
         """Return ``(action[B, ...], new_state, extras)``; ``extras`` values are ``[B, ...]``
         tensors (e.g. ``log_prob``, ``value``) stored time-major in the batch."""
-
-    def reset_state(self, state: Any, mask: torch.Tensor, task_index: torch.Tensor) -> Any:
-        """State with the slots in ``mask[B]`` put back to trial start; default: a fresh state
-        where ``mask`` and the old one elsewhere, for tensor or tensor-tuple states."""
-        fresh = self.initial_state(task_index)
-        return _where_state(mask, fresh, state)
-
-
-def _where_state(mask: torch.Tensor, fresh: Any, old: Any) -> Any:
-    if fresh is None:
-        return None
-    if isinstance(fresh, torch.Tensor):
-        m = mask.to(fresh.device).view(-1, *([1] * (fresh.dim() - 1)))
-        # Recurrent states may carry a leading layer axis: [L, B, H].
-        if fresh.dim() >= 2 and fresh.shape[0] != mask.shape[0] and fresh.shape[1] == mask.shape[0]:
-            m = mask.to(fresh.device).view(1, -1, *([1] * (fresh.dim() - 2)))
-        return torch.where(m, fresh, old)
-    if isinstance(fresh, tuple):
-        return tuple(_where_state(mask, f, o) for f, o in zip(fresh, old))
-    if isinstance(fresh, dict):
-        return {k: _where_state(mask, fresh[k], old[k]) for k in fresh}
-    raise TypeError(f"cannot reset a policy state of type {type(fresh).__name__}; override reset_state")
 
 
 @dataclasses.dataclass

@@ -228,10 +228,6 @@ class MAMLPolicy(Policy):
             params = {k: v.index_select(0, groups) for k, v in self.params.items()}
         return _SlotGroups(params=params, group_size=size)
 
-    def reset_state(self, state: _SlotGroups, mask: torch.Tensor, task_index: torch.Tensor) -> _SlotGroups:
-        """The state holds no memory, only the slot-to-task grouping, which a restart keeps."""
-        return state
-
     def act(
         self, inputs: StepInputs, state: _SlotGroups
     ) -> tuple[torch.Tensor, _SlotGroups, dict[str, torch.Tensor]]:

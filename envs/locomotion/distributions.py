@@ -54,7 +54,14 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 
-from metarl.envs.array import HeldOutDistribution, check_rng, check_task, preset_factory
+from metarl.envs.array import (
+    HeldOutDistribution,
+    check_flag,
+    check_real,
+    check_rng,
+    check_task,
+    preset_factory,
+)
 from metarl.envs.locomotion.batched import LocomotionBatchedEnv
 from metarl.envs.locomotion.rewards import LocomotionReward
 from metarl.envs.locomotion.robots import ANT, HALF_CHEETAH, Robot
@@ -175,7 +182,7 @@ class LocomotionDistribution(TaskDistribution):
         self.reward = reward
         self.max_episode_steps = int(max_episode_steps)
         self.episodes_per_trial = int(episodes_per_trial)
-        self.task_in_obs = bool(task_in_obs)
+        self.task_in_obs = check_flag("task_in_obs", task_in_obs)
         model = self.robot.sizes()
         task_dim = int(np.prod(self.task_shape)) if self.task_in_obs else 0
         self.observation_space = gym.spaces.Box(
@@ -225,8 +232,12 @@ class LocomotionDistribution(TaskDistribution):
           (:class:`~.batched.LocomotionBatchedEnv`, one process); the default is
           :func:`~.split.default_parallel`: processes on x86-64 when more than one core is used.
           One core always steps in-process.
+        - ``timeout``, ``max_restarts``, ``restart_backoff``: how long a worker process may take
+          to answer, how many lost workers are replaced, and the back-off base in seconds (see
+          :class:`~.split.SplitLocomotionBatchedEnv`); they apply to processes only.
         """
-        valid = ("num_threads", "parallel")
+        process_options = ("timeout", "max_restarts", "restart_backoff")
+        valid = ("num_threads", "parallel", *process_options)
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise EnvError(
@@ -241,7 +252,8 @@ class LocomotionDistribution(TaskDistribution):
         if parallel not in ("processes", "threads"):
             raise EnvError(f"unknown parallel {parallel!r}; valid: 'processes', 'threads'")
         if parallel == "processes" and threads > 1 and len(tasks) > 1:
-            return SplitLocomotionBatchedEnv(self, tasks, num_processes=int(threads))
+            options = {key: kwargs[key] for key in process_options if kwargs.get(key) is not None}
+            return SplitLocomotionBatchedEnv(self, tasks, num_processes=int(threads), **options)
         return LocomotionBatchedEnv(self, tasks, num_threads=int(threads))
 
 
@@ -272,11 +284,13 @@ class _GoalVelocity(_HeldOutLocomotion):
         task_in_obs: bool,
     ) -> None:
         HeldOutDistribution.__init__(self, num_test_tasks=num_test_tasks)
+        velocity_low = check_real("velocity_low", velocity_low)
+        velocity_high = check_real("velocity_high", velocity_high)
         if not velocity_low < velocity_high:
             raise EnvError(
                 f"velocity_low must be below velocity_high, got [{velocity_low}, {velocity_high}]"
             )
-        self.velocity_low, self.velocity_high = float(velocity_low), float(velocity_high)
+        self.velocity_low, self.velocity_high = velocity_low, velocity_high
         self._setup(
             preset=preset,
             reward=reward,
@@ -536,7 +550,7 @@ class AntGoalDistribution(_HeldOutLocomotion):
             raise EnvError(
                 f"unknown goal_region {goal_region!r}; valid goal regions: {choices(['square', 'disc'])}"
             )
-        if not goal_range > 0:
+        if not check_real("goal_range", goal_range) > 0:
             raise EnvError(f"goal_range must be positive, got {goal_range!r}")
         self.goal_region = goal_region
         self.goal_range = float(goal_range)

@@ -24,9 +24,19 @@ elsewhere :func:`default_parallel` picks the threads of :mod:`.batched` instead.
 
 Transitions are the in-process env's, slot for slot (each slot's state, reset generator and task
 live in exactly one process), so this env matches the single-task env exactly like the in-process
-one does (the tests run both). A worker that dies or stops answering within ``timeout`` seconds
-closes the env with a one-line :class:`~metarl.errors.EnvError` naming the worker and its slots;
-an exception inside a worker is raised the same way, with the worker's traceback as
+one does (the tests run both).
+
+Faults, as in the process pool (:mod:`metarl.envs.procpool`): a worker that dies (SIGKILL, the
+OOM killer, a segfault) or stops answering within ``timeout`` seconds is killed, joined and
+replaced by a fresh worker for the same slots and tasks, after a back-off of ``restart_backoff *
+2**(k - 1)`` seconds for the k-th restart (at most :data:`MAX_BACKOFF_S`). The call that noticed
+it raises :class:`~metarl.errors.WorkerLost` naming the lost slots, which must be reset (the
+sampler collects the wave's trials again); after a ``step``, ``exc.result`` holds the step's
+results with the lost slots zeroed. Once ``max_restarts`` workers have been replaced over the
+env's life, the next loss closes the env with a one-line :class:`~metarl.errors.WorkerError`. A
+worker that dies or cannot build its env while the env starts closes it with a one-line
+:class:`~metarl.errors.EnvError`. An exception inside a worker is raised as a one-line
+:class:`~metarl.errors.EnvError` naming the worker and its slots, with the worker's traceback as
 ``__cause__``.
 """
 
@@ -48,14 +58,14 @@ import numpy as np
 
 from metarl.envs.base import check_actions, nonnegative_slot_seeds, reset_mask
 from metarl.envs.locomotion.batched import LocomotionBatchedEnv
-from metarl.envs.procpool import START_METHODS, RemoteTraceback
-from metarl.errors import EnvError
+from metarl.envs.procpool import MAX_BACKOFF_S, START_METHODS, RemoteTraceback
+from metarl.errors import EnvError, WorkerError, WorkerLost
 from metarl.types import BatchedEnv, Task
 
 if TYPE_CHECKING:
     from metarl.envs.locomotion.distributions import LocomotionDistribution
 
-__all__ = ["SplitLocomotionBatchedEnv", "default_parallel", "SPIN_S", "NAP_S", "MAX_NAP_S"]
+__all__ = ["SplitLocomotionBatchedEnv", "default_parallel", "SPIN_S", "NAP_S", "MAX_NAP_S", "MAX_BACKOFF_S"]
 
 #: How long a waiting side polls without sleeping, in seconds.
 SPIN_S = 0.002
@@ -67,6 +77,10 @@ MAX_NAP_S = 0.002
 DEFAULT_TIMEOUT_S = 120.0
 #: Seconds a worker may take to start (a fresh interpreter importing MuJoCo and metarl).
 START_TIMEOUT_S = 120.0
+#: Worker restarts allowed over an env's life before a loss is fatal.
+DEFAULT_MAX_RESTARTS = 5
+#: Base of the exponential back-off before a restart, in seconds.
+DEFAULT_RESTART_BACKOFF_S = 0.1
 
 # The command block: [command counter, done counter, command code, status].
 _SEQ, _DONE, _CODE, _STATUS = range(4)
@@ -222,6 +236,15 @@ def _worker_main(
         block.close()
 
 
+class _Lost(Exception):
+    """A worker died or did not answer in time (internal: becomes WorkerLost or a fatal error)."""
+
+    def __init__(self, worker: _Worker, reason: str):
+        super().__init__(reason)
+        self.worker = worker
+        self.reason = reason
+
+
 class _Worker:
     """The caller's handle of one worker process and its block."""
 
@@ -275,6 +298,8 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         num_processes: processes that step slots, the caller's included (at most ``B``).
         timeout: seconds a worker may take to answer before it is declared hung (starting may
             take :data:`START_TIMEOUT_S` or ``timeout``, whichever is longer).
+        max_restarts: worker restarts allowed over the env's life before a loss is fatal.
+        restart_backoff: base of the exponential back-off before a restart, in seconds.
 
     Attributes:
         model: the caller's ``mujoco.MjModel`` (every process compiles the same one).
@@ -291,6 +316,8 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         *,
         num_processes: int,
         timeout: float = DEFAULT_TIMEOUT_S,
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
+        restart_backoff: float = DEFAULT_RESTART_BACKOFF_S,
     ) -> None:
         tasks = list(tasks)
         if not tasks:
@@ -300,6 +327,19 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         )
         if not integer or num_processes < 1:
             raise EnvError(f"num_processes must be a positive integer, got {num_processes!r}")
+        real = (int, float, np.integer, np.floating)
+        if isinstance(timeout, bool) or not isinstance(timeout, real) or not timeout > 0:
+            raise EnvError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, (int, np.integer)) or max_restarts < 0:
+            raise EnvError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
+        if (
+            isinstance(restart_backoff, bool)
+            or not isinstance(restart_backoff, real)
+            or not 0 <= restart_backoff < float("inf")
+        ):
+            raise EnvError(
+                f"restart_backoff must be a non-negative number of seconds, got {restart_backoff!r}"
+            )
         self.dist = dist
         self.robot = dist.robot
         self.num_slots = b = len(tasks)
@@ -308,6 +348,9 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         self.single_action_space = dist.action_space
         self.max_episode_steps = int(dist.max_episode_steps)
         self.timeout = float(timeout)
+        self.max_restarts = int(max_restarts)
+        self.restart_backoff = float(restart_backoff)
+        self._restarts = 0
         self.chunks = _chunks(b, self.num_threads)
         for task in tasks:
             dist.task_vector(task)  # every task checked here, with the in-process env's errors
@@ -355,38 +398,78 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
 
     def _start(self, tasks: list[Task]) -> None:
         method = next(m for m in START_METHODS if m in mp.get_all_start_methods())
-        ctx = mp.get_context(method)
+        self._ctx = mp.get_context(method)
         if method == "forkserver":
             # Workers fork from a server that already imported this module (MuJoCo, numpy,
             # torch), so a worker starts in a fraction of a second. The server is shared with
             # the process pool (envs/procpool.py); the preload applies when this starts it.
-            ctx.set_forkserver_preload([__name__])
+            self._ctx.set_forkserver_preload([__name__])
         for index, slots in enumerate(self.chunks[1:], start=1):
-            layout = self._layout(len(slots))
-            worker = _Worker(index, slots, _Block(layout))
-            worker.block.ctrl[:] = 0
+            worker = _Worker(index, slots, _Block(self._layout(len(slots))))
             self._resources.workers.append(worker)
-            parent_conn, child_conn = ctx.Pipe()
-            worker.conn = parent_conn
-            worker.process = ctx.Process(
-                target=_worker_main,
-                args=(
-                    child_conn,
-                    list(sys.path),
-                    worker.block.shm.name,
-                    layout,
-                    self.dist,
-                    tasks[slots.start : slots.stop],
-                ),
-                name=f"metarl-locomotion-{index}",
-                daemon=True,
-            )
-            try:
-                worker.process.start()
-            finally:
-                child_conn.close()  # the worker holds its own copy once started
+            self._spawn(worker)
         for worker in self._resources.workers:
-            self._reply(worker, "start")
+            try:
+                self._reply(worker, "start")
+            except _Lost as lost:
+                hint = ""
+                if lost.reason.startswith("died"):
+                    hint = ' (a script that builds envs when imported needs `if __name__ == "__main__":`)'
+                raise EnvError(f"{worker.describe()} {lost.reason}; the env is closed{hint}") from None
+
+    def _spawn(self, worker: _Worker) -> None:
+        """Start ``worker``'s process on its block (counters zeroed) for its slots' tasks."""
+        worker.block.ctrl[:] = 0
+        worker.seq = 0
+        parent_conn, child_conn = self._ctx.Pipe()
+        worker.conn = parent_conn
+        worker.process = self._ctx.Process(
+            target=_worker_main,
+            args=(
+                child_conn,
+                list(sys.path),
+                worker.block.shm.name,
+                self._layout(len(worker.slots)),
+                self.dist,
+                list(self.tasks[worker.slots.start : worker.slots.stop]),
+            ),
+            name=f"metarl-locomotion-{worker.index}",
+            daemon=True,
+        )
+        try:
+            worker.process.start()
+        finally:
+            child_conn.close()  # the worker holds its own copy once started
+
+    def _replace(self, lost: _Lost) -> None:
+        """Kill, join and restart a lost worker (back-off, capped); the env is closed with a
+        :class:`WorkerError` once the restarts are spent, or an :class:`EnvError` when the
+        replacement cannot build its env."""
+        worker, reason = lost.worker, lost.reason
+        while True:
+            pid = worker.process.pid
+            worker.process.kill()
+            worker.process.join(10.0)
+            if worker.conn is not None:
+                worker.conn.close()
+                worker.conn = None
+            if self._restarts >= self.max_restarts:
+                self.close()
+                raise WorkerError(
+                    f"{worker.describe()} (pid {pid}) {reason}, and the env already restarted "
+                    f"max_restarts={self.max_restarts} workers; the env is closed"
+                )
+            self._restarts += 1
+            time.sleep(min(self.restart_backoff * 2 ** (self._restarts - 1), MAX_BACKOFF_S))
+            try:
+                self._spawn(worker)
+                self._reply(worker, "start")
+                return
+            except _Lost as again:
+                reason = f"{reason}; its replacement {again.reason}"
+            except BaseException:
+                self.close()
+                raise
 
     # -- the hand-over ------------------------------------------------------------------------
 
@@ -395,23 +478,9 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
 
         def check(waited: float) -> None:
             if not worker.process.is_alive():
-                code = worker.process.exitcode
-                self.close()
-                hint = (
-                    ' (a script that builds envs when imported needs `if __name__ == "__main__":`)'
-                    if what == "start"
-                    else ""
-                )
-                raise EnvError(
-                    f"{worker.describe()} died with exit code {code} during {what}; "
-                    f"the env is closed{hint}"
-                )
+                raise _Lost(worker, f"died with exit code {worker.process.exitcode} during {what}")
             if waited > limit:
-                self.close()
-                raise EnvError(
-                    f"{worker.describe()} did not answer {what} within {limit:g} s; "
-                    "the env is closed"
-                )
+                raise _Lost(worker, f"did not answer {what} within {limit:g} s")
 
         return check
 
@@ -437,6 +506,16 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
             )
         return payload
 
+    @staticmethod
+    def _send(worker: _Worker, message: tuple[str, Any]) -> None:
+        """Put a pipe command for ``worker``; a dead worker's broken pipe is left for
+        :meth:`_collect` to find (its process is gone)."""
+        assert worker.conn is not None
+        try:
+            worker.conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            pass
+
     def _issue(self, worker: _Worker, code: int) -> None:
         worker.seq += 1
         worker.block.ctrl[_CODE] = code
@@ -452,8 +531,7 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         self._check_open()
         workers = self._resources.workers
         for worker, payload in zip(workers, payloads):
-            assert worker.conn is not None
-            worker.conn.send((command, payload))
+            self._send(worker, (command, payload))
             self._issue(worker, _PIPE)
         return self._collect(workers, command, answer=True)
 
@@ -474,8 +552,11 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         for task in tasks:
             self.dist.task_vector(task)  # every task checked here, before any process binds it
         self._local.set_tasks(tasks[: self.chunks[0].stop])
-        self._command("set_tasks", [tasks[c.start : c.stop] for c in self.chunks[1:]])
-        self.tasks = tuple(tasks)
+        self.tasks = tuple(tasks)  # a worker replaced during the command starts with these
+        try:
+            self._command("set_tasks", [tasks[c.start : c.stop] for c in self.chunks[1:]])
+        except WorkerLost:
+            pass  # no trial is under way: the replacement already holds the new tasks
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, mask: np.ndarray | None = None
@@ -491,8 +572,7 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
 
         workers = self._resources.workers
         for worker in workers:
-            assert worker.conn is not None
-            worker.conn.send(("reset", part(worker.slots)))
+            self._send(worker, ("reset", part(worker.slots)))
             self._issue(worker, _PIPE)
         local_seeds, local_mask = part(self.chunks[0])
         obs = np.empty((self.num_slots, *self.single_observation_space.shape))
@@ -524,42 +604,71 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
                 array[: local.stop] = part
                 results.append(array)
         except BaseException:
-            self._collect(workers, "step")  # no answer may be left for the next command to read
+            try:
+                self._collect(workers, "step")  # no answer may be left for the next command
+            except WorkerLost:
+                pass  # replaced; the caller's own error is the one to raise
             raise
-        self._collect(workers, "step")
+        lost: WorkerLost | None = None
+        try:
+            self._collect(workers, "step")
+        except WorkerLost as exc:
+            lost = exc
         for worker in workers:
             lo, hi = worker.slots.start, worker.slots.stop
             for array, key in zip(results, self._result_keys):
-                array[lo:hi] = worker.block.arrays[key]
+                if lost is not None and lo in lost.slots:
+                    array[lo:hi] = 0  # the replacement's block holds no result of this step
+                else:
+                    array[lo:hi] = worker.block.arrays[key]
         obs, reward, terminated, truncated = results[:4]
         info = dict(zip(self._info_spec, results[4:]))
+        if lost is not None:
+            lost.result = (obs, reward, terminated, truncated, info)  # type: ignore[attr-defined]
+            raise lost
         return obs, reward, terminated, truncated, info
 
     def _collect(self, workers: list[_Worker], what: str, *, answer: bool = False) -> list[Any]:
         """Wait for every worker's command (and read its answer from the pipe when ``answer``),
-        so that none is left for the next command to read; then raise the first worker error,
-        if any. Returns the answers (``None`` each without ``answer``)."""
+        so that none is left for the next command to read. Then replace the workers that were
+        lost and raise :class:`WorkerLost`, else raise the first worker error, if any. Returns
+        the answers (``None`` each without ``answer``)."""
         answers: list[Any] = []
         errors: list[BaseException] = []
+        lost: list[_Lost] = []
         for worker in workers:
             try:
                 self._wait(worker, what)
                 answers.append(self._reply(worker, what) if answer else None)
+            except _Lost as exc:
+                lost.append(exc)
             except EnvError as exc:
-                if self._local is None:  # the env was closed: a worker is gone
-                    raise
                 errors.append(exc)
+        if lost:
+            for exc in lost:
+                self._replace(exc)
+            raise WorkerLost(
+                "; ".join(f"{exc.worker.describe()} {exc.reason}" for exc in lost)
+                + f"; replaced ({self._restarts}/{self.max_restarts} restarts used), and its slots"
+                " must be reset and their trials collected again",
+                slots=[slot for exc in lost for slot in exc.worker.slots],
+            )
         if errors:
             raise errors[0]
         return answers
 
     def physics_states(self) -> np.ndarray:
         """``[B, nstate]`` every slot's ``mjSTATE_FULLPHYSICS`` state, gathered from all
-        processes."""
+        processes (:class:`~metarl.errors.WorkerLost` if a worker was lost meanwhile)."""
         self._check_open()
         parts = [self._local.physics_states()]
         parts += self._command("physics_states", [None] * len(self._resources.workers))
         return np.concatenate(parts)
+
+    @property
+    def worker_restarts(self) -> int:
+        """How many workers were replaced over the env's life."""
+        return self._restarts
 
     def worker_pids(self) -> list[int | None]:
         """The worker processes' ids (the caller's chunk has none)."""

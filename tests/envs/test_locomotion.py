@@ -26,7 +26,7 @@ from metarl.bench import default_args
 from metarl.bench import envs as bench_envs
 from metarl.envs.locomotion import PRESETS, LocomotionBatchedEnv
 from metarl.envs.locomotion.split import SplitLocomotionBatchedEnv, default_parallel
-from metarl.errors import ConfigError, EnvError
+from metarl.errors import ConfigError, EnvError, WorkerError, WorkerLost
 from metarl.types import Task
 
 ALL_PRESETS = [(family, preset) for family, presets in PRESETS.items() for preset in presets]
@@ -489,6 +489,40 @@ def test_batched_env_rejects_bad_input(parallel):
         _dist("ant-goal").make_env(tasks[0])
 
 
+@pytest.mark.parametrize(
+    ("family", "name", "value"),
+    [
+        ("halfcheetah-vel", "velocity_high", np.inf),
+        ("halfcheetah-vel", "velocity_low", "0"),
+        ("ant-goal", "goal_range", np.inf),
+        ("ant-goal", "goal_range", "3"),
+        ("halfcheetah-dir", "task_in_obs", "no"),
+        ("ant-vel", "task_in_obs", 1),
+    ],
+)
+def test_options_of_the_wrong_type_are_one_line_env_errors(family, name, value):
+    with pytest.raises(EnvError) as err:
+        _dist(family, **{name: value})
+    text = str(err.value)
+    assert "\n" not in text and name in text and repr(value) in text
+
+
+@pytest.mark.parametrize("family", ["halfcheetah-vel", "ant-dir"])
+def test_single_env_rejects_bad_actions_like_the_batched_env(family):
+    env = _dist(family).make_env(_tasks(_dist(family), 1)[0])
+    env.reset(seed=0)
+    nu = env.action_space.shape[0]
+    for value in (np.nan, np.inf):
+        with pytest.raises(EnvError, match=str(value)):
+            env.step(np.full(nu, value, dtype=np.float32))
+    with pytest.raises(EnvError, match=rf"shape \(1, {nu}\)"):
+        env.step(np.zeros(nu + 1, dtype=np.float32))
+    # The rejected actions left the simulation untouched: it steps on from the reset state.
+    obs, reward, *_ = env.step(np.zeros(nu, dtype=np.float32))
+    assert np.isfinite(obs).all() and np.isfinite(reward)
+    assert env.unwrapped.data.time == pytest.approx(DT)
+
+
 # -- train / test rules -----------------------------------------------------------------------------
 
 
@@ -639,13 +673,92 @@ def test_process_split_env_layout_errors_and_cleanup():
         env._command("bogus", [None])
     assert "Traceback" in str(info.value.__cause__)
     assert "\n" not in str(info.value)
-    # A killed worker closes the env with a one-line error; nothing is left running.
-    os.kill(pids[0], signal.SIGKILL)
-    with pytest.raises(EnvError, match=r"worker 1 .*died with exit code -9 during step"):
-        env.step(np.zeros((5, 6), dtype=np.float32))
+    env.close()
     with pytest.raises(EnvError, match="closed"):
         env.reset()
     env.close()  # idempotent
+
+
+def _assert_reaped(pid: int) -> None:
+    with pytest.raises(OSError):
+        os.kill(pid, 0)
+
+
+def test_process_split_env_replaces_a_killed_worker():
+    dist = _dist("halfcheetah-vel")
+    tasks = _tasks(dist, 5)
+    env = SplitLocomotionBatchedEnv(dist, tasks, num_processes=2, restart_backoff=0.0)
+    reference = LocomotionBatchedEnv(dist, tasks, num_threads=1)
+    try:
+        lost_slots = list(env.chunks[1])
+        env.reset(seed=3)
+        acts = np.random.default_rng(0).uniform(-1, 1, (4, 5, 6)).astype(np.float32)
+        before = env.step(acts[0])
+        (pid,) = env.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        # The step that finds it: one line naming the worker, the lost slots, and the step's
+        # results with those slots zeroed.
+        with pytest.raises(WorkerLost, match=r"worker 1 .*died with exit code -9 during step") as info:
+            env.step(acts[1])
+        assert "\n" not in str(info.value)
+        assert info.value.slots == lost_slots
+        obs, reward, terminated, truncated, _ = info.value.result
+        assert not obs[lost_slots].any() and not reward[lost_slots].any()
+        kept = list(env.chunks[0])
+        assert obs[kept].any() and not np.array_equal(obs[kept], before[0][kept])
+        assert env.worker_restarts == 1
+        _assert_reaped(pid)
+        (new_pid,) = env.worker_pids()
+        assert new_pid != pid
+        # The replacement runs the same slots and tasks: from a reset, the env is the in-process
+        # env bit for bit again.
+        obs, _ = env.reset(seed=11)
+        np.testing.assert_array_equal(obs, reference.reset(seed=11)[0])
+        for a in acts:
+            for got, want in zip(env.step(a)[:4], reference.step(a)[:4]):
+                np.testing.assert_array_equal(got, want)
+        # A worker lost during a reset is found by the reset.
+        os.kill(new_pid, signal.SIGKILL)
+        with pytest.raises(WorkerLost, match="during reset"):
+            env.reset(seed=0)
+        assert env.worker_restarts == 2
+        np.testing.assert_array_equal(env.reset(seed=5)[0], reference.reset(seed=5)[0])
+    finally:
+        env.close()
+        reference.close()
+
+
+def test_process_split_env_gives_up_after_max_restarts():
+    dist = _dist("halfcheetah-vel")
+    env = SplitLocomotionBatchedEnv(dist, _tasks(dist, 3), num_processes=2, max_restarts=1, restart_backoff=0.0)
+    names = [w.block.shm.name for w in env._resources.workers]
+    env.reset(seed=0)
+    os.kill(env.worker_pids()[0], signal.SIGKILL)
+    with pytest.raises(WorkerLost):
+        env.step(np.zeros((3, 6), dtype=np.float32))
+    env.reset(seed=0)
+    (pid,) = env.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerError, match=r"worker 1 .*died with exit code -9 during step, and the env already restarted max_restarts=1") as info:
+        env.step(np.zeros((3, 6), dtype=np.float32))
+    assert "\n" not in str(info.value)
+    # The env is closed: nothing left running, the shared memory freed.
+    _assert_reaped(pid)
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+    with pytest.raises(EnvError, match="closed"):
+        env.reset()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("timeout", 0), ("timeout", "1"), ("max_restarts", -1), ("max_restarts", 1.5), ("restart_backoff", -0.1)],
+)
+def test_process_split_env_refuses_bad_fault_options(option, value):
+    dist = _dist("halfcheetah-vel")
+    with pytest.raises(EnvError, match=option):
+        dist.make_batched(_tasks(dist, 2), num_threads=2, parallel="processes", **{option: value})
 
 
 def test_process_split_env_close_frees_workers_and_memory():
@@ -663,20 +776,25 @@ def test_process_split_env_close_frees_workers_and_memory():
             shared_memory.SharedMemory(name=name)
 
 
-def test_process_split_env_times_out_a_hung_worker():
+def test_process_split_env_times_out_and_replaces_a_hung_worker():
     dist = _dist("halfcheetah-vel")
-    env = SplitLocomotionBatchedEnv(dist, _tasks(dist, 3), num_processes=2, timeout=1.0)
-    env.reset(seed=0)
-    (pid,) = env.worker_pids()
-    os.kill(pid, signal.SIGSTOP)
-    with pytest.raises(EnvError, match=r"worker 1 .*did not answer step within 1 s"):
+    tasks = _tasks(dist, 3)
+    env = dist.make_batched(tasks, num_threads=2, parallel="processes", timeout=1.0, restart_backoff=0.0)
+    assert isinstance(env, SplitLocomotionBatchedEnv) and env.timeout == 1.0
+    try:
+        env.reset(seed=0)
+        (pid,) = env.worker_pids()
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(WorkerLost, match=r"worker 1 .*did not answer step within 1 s") as info:
+            env.step(np.zeros((3, 6), dtype=np.float32))
+        assert info.value.slots == list(env.chunks[1])
+        _assert_reaped(pid)  # the hung worker was killed and reaped
+        obs, _ = env.reset(seed=4)
+        np.testing.assert_array_equal(obs[2], dist.make_env(tasks[2]).reset(seed=6)[0])
         env.step(np.zeros((3, 6), dtype=np.float32))
-    # The timed-out worker was killed and reaped with the env.
-    with pytest.raises(OSError):
-        os.kill(pid, 0)
-    with pytest.raises(EnvError, match="closed"):
-        env.step(np.zeros((3, 6), dtype=np.float32))
-    env.close()
+        assert env.worker_restarts == 1
+    finally:
+        env.close()
 
 
 def _parallel_in_child(queue):
