@@ -260,7 +260,11 @@ class VAEBuffer:
             raise ValueError(f"trials of {batch.num_steps} steps do not fit a buffer of horizon {self.horizon}")
         if not self.storage:
             self._allocate(batch, tasks)
-        slots = (self.insert_at + torch.arange(batch.num_slots)) % self.capacity
+        # A batch larger than the buffer leaves only its last `capacity` trials: write just
+        # those, so that no slot is written twice in one indexed store (whose order is undefined
+        # on CUDA).
+        first = max(0, batch.num_slots - self.capacity)
+        slots = (self.insert_at + torch.arange(first, batch.num_slots)) % self.capacity
         steps = batch.num_steps
         values = {
             "observations": batch.observations,
@@ -274,9 +278,9 @@ class VAEBuffer:
         for name, value in values.items():
             store = self.storage[name]
             store[:, slots_d] = 0
-            store[:steps, slots_d] = value.to(self.device, store.dtype)
+            store[:steps, slots_d] = value[:, first:].to(self.device, store.dtype)
         if self.tasks is not None and tasks is not None:
-            self.tasks[slots_d] = tasks.to(self.device)
+            self.tasks[slots_d] = tasks[first:].to(self.device)
         self.insert_at = int((self.insert_at + batch.num_slots) % self.capacity)
         self.size = min(self.capacity, self.size + batch.num_slots)
 

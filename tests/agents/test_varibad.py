@@ -359,6 +359,13 @@ def test_buffer_is_a_ring_and_samples_without_replacement():
     assert len(columns) == 5  # no trial drawn twice
     data = trial_data(sample, dist.action_space)
     assert data.inputs.prev_done[15].eq(1.0).all() and data.next_obs.shape == (60, 5, 2)
+    # A batch larger than the buffer leaves its newest trials, in ring order.
+    small = VAEBuffer(2, horizon=60)
+    small.add(batches[0])  # trials 0..2 into 2 places: trial 2 at 0, trial 1 at 1
+    assert len(small) == 2 and small.insert_at == 1
+    assert torch.equal(small.storage["rewards"][:, 0], batches[0].rewards[:, 2])
+    assert torch.equal(small.storage["rewards"][:, 1], batches[0].rewards[:, 1])
+    assert torch.equal(small.storage["observations"][:, 0], batches[0].observations[:, 2])
 
 
 def test_state_dict_resumes_exactly_and_evaluation_does_not_perturb_training():
