@@ -110,13 +110,13 @@ class RL2Config:
     reward_embedding: int = at_least(0, 0)
     """Width of the previous-reward embedding; 0 feeds the raw reward."""
 
-    encoder_sizes: tuple[int, ...] = ()
+    encoder_sizes: tuple[int, ...] = positive(())
     """Hidden widths of an MLP between the embeddings and the GRU (Meta-World+: 256, 256)."""
 
-    policy_sizes: tuple[int, ...] = ()
+    policy_sizes: tuple[int, ...] = positive(())
     """Hidden widths of the policy head on the GRU output (VariBAD's RL²: 128)."""
 
-    value_sizes: tuple[int, ...] = ()
+    value_sizes: tuple[int, ...] = positive(())
     """Hidden widths of the value head on the GRU output."""
 
     value_network: Literal["shared", "separate"] = "shared"

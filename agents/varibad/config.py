@@ -38,7 +38,7 @@ class VariBADConfig:
     encoder_reward_embedding: int = at_least(16, 0)
     """Width of the encoder's reward embedding (``reward_embedding_size``); 0 feeds the raw reward."""
 
-    encoder_layers_before_gru: tuple[int, ...] = ()
+    encoder_layers_before_gru: tuple[int, ...] = positive(())
     """Hidden widths of an MLP between the embeddings and the GRU (``encoder_layers_before_gru``)."""
 
     # ---------------------------------------------------------------- decoders p(τ | m)
@@ -49,7 +49,7 @@ class VariBADConfig:
     """``mse``: regress r from (m, s'); ``bernoulli_multihead``: one Bernoulli head per grid cell
     on m alone (VariBAD's gridworld, ``multihead_for_reward``)."""
 
-    reward_decoder_sizes: tuple[int, ...] = (64, 32)
+    reward_decoder_sizes: tuple[int, ...] = positive((64, 32))
     """Hidden widths of the reward decoder (``reward_decoder_layers``)."""
 
     reward_decoder_prev_obs: bool = False
@@ -64,7 +64,7 @@ class VariBADConfig:
     decode_state: bool = False
     """Reconstruct next states with a deterministic transition decoder (``decode_state``)."""
 
-    state_decoder_sizes: tuple[int, ...] = (64, 32)
+    state_decoder_sizes: tuple[int, ...] = positive((64, 32))
     """Hidden widths of the state decoder (``state_decoder_layers``)."""
 
     state_loss_coef: float = at_least(1.0, 0.0)
@@ -73,7 +73,7 @@ class VariBADConfig:
     decode_task: bool = False
     """Regress the task's parameters from m (``decode_task`` with ``task_description``)."""
 
-    task_decoder_sizes: tuple[int, ...] = (64, 32)
+    task_decoder_sizes: tuple[int, ...] = positive((64, 32))
     """Hidden widths of the task decoder (``task_decoder_layers``)."""
 
     task_loss_coef: float = at_least(1.0, 0.0)
@@ -133,7 +133,7 @@ class VariBADConfig:
     """Width of the policy's embedding of (mean, log-variance) (``policy_latent_embedding_dim``);
     0: raw."""
 
-    policy_sizes: tuple[int, ...] = (128, 128)
+    policy_sizes: tuple[int, ...] = positive((128, 128))
     """Hidden widths of the actor and of the critic (``policy_layers``)."""
 
     activation: Literal["tanh", "relu"] = "tanh"

@@ -411,6 +411,11 @@ def test_config_rejects_bad_values():
         with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
             build_dataclass(RL2Config, {key: 0.0}, section="agent")
         assert getattr(build_dataclass(RL2Config, {key: None}, section="agent"), key) is None
+    # Layer widths must be positive (a torch traceback at build time otherwise); () is no layer.
+    for key in ("encoder_sizes", "policy_sizes", "value_sizes"):
+        with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
+            build_dataclass(RL2Config, {key: [64, -1]}, section="agent")
+        assert getattr(build_dataclass(RL2Config, {key: []}, section="agent"), key) == ()
 
 
 @pytest.mark.parametrize(

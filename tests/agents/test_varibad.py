@@ -443,6 +443,10 @@ def test_config_errors_and_registry():
         with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
             build_dataclass(VariBADConfig, {key: 0.0}, section="agent")
         assert getattr(build_dataclass(VariBADConfig, {key: None}, section="agent"), key) is None
+    sizes = ("encoder_layers_before_gru", "reward_decoder_sizes", "state_decoder_sizes", "task_decoder_sizes", "policy_sizes")
+    for key in sizes:
+        with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
+            build_dataclass(VariBADConfig, {key: [0]}, section="agent")
 
 
 def test_building_the_agent_leaves_torch_global_rng_untouched():
