@@ -40,6 +40,13 @@ BEST_NAME = "best.pt"
 _PERIODIC = re.compile(r"^iter_(\d+)\.pt$")
 
 
+def _iteration_of(path: Path) -> int:
+    """The iteration count in a periodic checkpoint's name (``iter_000012.pt`` -> 12)."""
+    m = _PERIODIC.match(path.name)
+    assert m is not None, path
+    return int(m.group(1))
+
+
 def _fsync_dir(directory: Path) -> None:
     # Directory fsync makes the rename itself durable; some platforms cannot open a directory.
     try:
@@ -178,7 +185,12 @@ class CheckpointDir:
         _atomic_write(path, data)
         if best:
             _atomic_write(self.best_path, data)
-        for old in self.periodic()[: -self.keep]:
+        # Files numbered above the new one are left from a timeline that a resume abandoned
+        # (it skipped them as unreadable): they go first, then the oldest; the new one stays.
+        others = [p for p in self.periodic() if p != path]
+        later = [p for p in others if _iteration_of(p) > iteration]
+        earlier = [p for p in others if _iteration_of(p) < iteration]
+        for old in [*later, *earlier][: max(len(others) + 1 - self.keep, 0)]:
             old.unlink(missing_ok=True)
         _fsync_dir(self.directory)
         return path
@@ -230,7 +242,7 @@ class CheckpointDir:
         if which == "best":
             if not self.best_path.is_file():
                 raise CheckpointError(
-                    f"no best checkpoint {str(self.best_path)!r}; valid --checkpoint: 'last' or a file of {choices(p.name for p in self.periodic())}"
+                    f"no best checkpoint {str(self.best_path)!r}; valid --checkpoint: 'last' or a file of {choices(p.name for p in self.periodic()) or 'none'}"
                 )
             return self.best_path
         path = Path(which)

@@ -73,11 +73,15 @@ class MetricsCSV:
         writer.writeheader()
         writer.writerows(self.rows)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, iteration: int, env_steps: int, metrics: Mapping[str, float]) -> None:
         """Append one row; rewrite the file when ``metrics`` brings new keys."""

@@ -111,6 +111,22 @@ def test_checkpoint_dir_keeps_last_n_and_best(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("keep", [1, 2])
+def test_rotation_after_a_fallback_keeps_the_new_checkpoint(tmp_path, keep):
+    # iter 4 is damaged, so a resume continues from iter 2 and saves iter 3 next (here with
+    # keep_checkpoints lowered to 1 on resume, or left at 2): iter 3 must survive its own save.
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    for it in (2, 4):
+        ckpts.save(it, {"iteration": it})
+    ckpts.path_for(4).write_bytes(b"junk")
+    assert ckpts.load_latest()[1] == {"iteration": 2}
+    ckpts = CheckpointDir(tmp_path, keep=keep)
+    ckpts.save(3, {"iteration": 3})
+    expected = {1: ["iter_000003.pt"], 2: ["iter_000002.pt", "iter_000003.pt"]}[keep]
+    assert [p.name for p in ckpts.periodic()] == expected
+    assert ckpts.load_latest() == (ckpts.path_for(3), {"iteration": 3})
+
+
 def test_load_latest_falls_back_with_a_warning(tmp_path, caplog):
     ckpts = CheckpointDir(tmp_path, keep=3)
     for it in (1, 2, 3):
@@ -164,6 +180,23 @@ def test_metrics_header_is_stable_and_floats_round_trip(tmp_path):
     rows = read_metrics(path)
     assert [r["iteration"] for r in rows] == ["1", "2", "3"]
     assert rows[2]["meta_train/return_pre"] == "7.0"
+
+
+def test_a_failed_metrics_rewrite_keeps_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.csv"
+    log = MetricsCSV(path)
+    log.write(1, 10, {"meta_train/return_pre": 1.0})
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        log.write(2, 20, {"meta_train/return_pre": 2.0, "meta_test/return_round_0": 3.0})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
 # --------------------------------------------------------------------------------------------
