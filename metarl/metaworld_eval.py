@@ -21,7 +21,9 @@ MAML's batched policy holds the same number of episodes per task), and these are
 ``agent.adapt`` as one :class:`~metarl.types.TrialBatch`. Meta-World's vector env resets in the
 same step (``SAME_STEP`` autoreset) and does not show the final observation, so the last
 ``next_observation`` of an episode repeats its last observation; the MAML family's REINFORCE with
-a linear baseline does not use it.
+a linear baseline does not use it. In the evaluation phase Meta-World hands the agent observations
+and episode ends but no rewards: a trial agent's previous-action, done and episode inputs follow
+its own steps there, and its previous-reward input is 0.
 """
 
 from __future__ import annotations
@@ -99,15 +101,25 @@ class MetaWorldAgent:
         self._ensure_started(observations)
         action = self._act(observations)
         self._record_action = action
+        # The next step's inputs: this action, and (until reset says otherwise) no episode end.
+        # Meta-World's evaluation phase shows the agent no rewards, so the reward input is 0.
+        self._prev_action = torch.as_tensor(
+            np.asarray(action), dtype=torch.float32, device=self.device
+        ).reshape(self._num_envs, -1)
+        self._prev_reward = torch.zeros_like(self._prev_reward)
+        self._prev_done = torch.zeros_like(self._prev_done)
         return self._env_action(action)
 
     def reset(self, env_mask: np.ndarray) -> None:
-        """Meta-World calls this at every episode end of the evaluation phase. The recurrent state
-        of a trial agent must survive episode ends (the trial goes on), and MAML has no state,
-        so it only updates the previous-step inputs: the done flag of the ended envs."""
+        """Meta-World calls this after every step of the evaluation phase with the envs whose
+        episode ended (and once with every env before the phase's first step). The recurrent
+        state of a trial agent must survive episode ends (the trial goes on), and MAML has no
+        state, so it only updates the previous-step inputs: the done flag and episode index of
+        the ended envs (an episode already ended by the last adaptation step counts once)."""
         if self._num_envs is None:
             return
         mask = torch.as_tensor(np.asarray(env_mask, dtype=bool), device=self.device)
+        self._episode = self._episode + (mask & (self._prev_done == 0)).long()
         self._prev_done = torch.where(mask, torch.ones_like(self._prev_done), self._prev_done)
 
     # internals ------------------------------------------------------------------------

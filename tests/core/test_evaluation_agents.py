@@ -76,3 +76,76 @@ def test_rl2_round_k_is_episode_k_of_one_trial():
         np.testing.assert_allclose(report.returns[:, k, :], per_trial[:, :, k])
     # The agent never adapts outside its trials.
     assert report.adaptation == "trial"
+
+
+class _RecordingPolicy:
+    """Acts with the first two observation features and keeps every input it was given."""
+
+    def __init__(self) -> None:
+        self.inputs: list[dict[str, torch.Tensor]] = []
+
+    def initial_state(self, task_index):
+        return torch.zeros(task_index.shape[0])
+
+    def act(self, inputs, state):
+        self.inputs.append(
+            {
+                "prev_action": inputs.prev_action.clone(),
+                "prev_reward": inputs.prev_reward.clone(),
+                "prev_done": inputs.prev_done.clone(),
+                "episode_index": inputs.episode_index.clone(),
+            }
+        )
+        return inputs.obs[:, :2].clone(), state + 1, {}
+
+
+class _TrialAgent:
+    adaptation = "trial"
+
+    def __init__(self) -> None:
+        self.policies: list[_RecordingPolicy] = []
+
+    def initial_context(self, num_tasks):
+        return None
+
+    def policy(self, context, *, deterministic=False):
+        self.policies.append(_RecordingPolicy())
+        return self.policies[-1]
+
+
+def test_metaworld_adapter_gives_a_trial_agent_its_own_history_in_the_evaluation_phase():
+    """Drive MetaWorldAgent as metaworld.evaluation.metalearning_evaluation does: the evaluation
+    phase shows the agent no rewards and calls reset(dones) after every step."""
+    import types
+
+    import gymnasium as gym
+
+    from metarl.metaworld_eval import MetaWorldAgent
+
+    agent = _TrialAgent()
+    wrapped = MetaWorldAgent(agent, action_space=gym.spaces.Box(-1.0, 1.0, (2,)))
+    obs = [np.full((2, 3), 0.1 * (t + 1), dtype=np.float32) for t in range(5)]
+    false, true = np.zeros(2, dtype=bool), np.ones(2, dtype=bool)
+    wrapped.init()
+    for t, (reward, truncated) in enumerate([([1.0, 2.0], false), ([3.0, 4.0], true)]):
+        action, _ = wrapped.adapt_action(obs[t])
+        wrapped.step(types.SimpleNamespace(observation=obs[t], action=action, reward=np.array(reward),
+                                           terminated=false, truncated=truncated))
+    wrapped.adapt()
+    wrapped.reset(true)  # the evaluation phase starts with new episodes
+    for t, ended in [(2, false), (3, np.array([True, False])), (4, None)]:
+        wrapped.eval_action(obs[t])
+        if ended is not None:
+            wrapped.reset(ended)
+
+    [policy] = agent.policies
+    seen = policy.inputs
+    assert len(seen) == 5
+    # The action of the previous step, whichever phase it was in.
+    for t in range(1, 5):
+        torch.testing.assert_close(seen[t]["prev_action"], torch.from_numpy(obs[t - 1][:, :2]))
+    # Done flags: the adaptation episode ends at t=1, env 0's evaluation episode at t=3.
+    assert [s["prev_done"].tolist() for s in seen] == [[0, 0], [0, 0], [1, 1], [0, 0], [1, 0]]
+    assert [s["episode_index"].tolist() for s in seen] == [[0, 0], [0, 0], [1, 1], [1, 1], [2, 1]]
+    # The last adaptation reward is known; Meta-World's evaluation phase shows none (0).
+    assert [s["prev_reward"].tolist() for s in seen] == [[0, 0], [1, 2], [3, 4], [0, 0], [0, 0]]
