@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import scipy.stats
-import yaml
 
+from metarl.config import load_yaml
 from metarl.errors import MetarlError, choices
 from metarl.evaluation import bootstrap_ci, load_eval
 from metarl.reference import paper_numbers
@@ -90,7 +90,12 @@ def load_run(path: str | Path) -> RunInfo:
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise MetarlError(f"{str(path)!r} is not a run directory (no config.yaml)")
-    config = yaml.safe_load(config_path.read_text()) or {}
+    config = load_yaml(config_path)
+    bad = [k for k in ("run", "env", "agent") if not isinstance(config.get(k) or {}, Mapping)]
+    if bad:
+        raise MetarlError(
+            f"{str(path)!r} is not a run directory: section {bad[0]!r} of its config.yaml is {config[bad[0]]!r}, not a mapping"
+        )
     metrics: list[dict[str, float]] = []
     metrics_path = path / "metrics.csv"
     if metrics_path.is_file():
@@ -109,9 +114,21 @@ def _float(value: str | None) -> float:
 
 
 def group_runs(runs: Sequence[RunInfo]) -> dict[tuple[str, str, str, str], list[RunInfo]]:
-    """Runs by (agent, env, preset, config name): the runs of one group are seeds."""
+    """Runs by (agent, env, preset, config name): the runs of one group are seeds.
+
+    Raises:
+        MetarlError: two runs of one group have the same seed (or one run is given twice):
+            pooled as seeds, they would count the same tasks twice and narrow the intervals.
+    """
     groups: dict[tuple[str, str, str, str], list[RunInfo]] = defaultdict(list)
     for run in runs:
+        for other in groups[run.group]:
+            if other.seed == run.seed:
+                agent, env, preset, name = run.group
+                raise MetarlError(
+                    f"runs {str(other.path)!r} and {str(run.path)!r} are both seed {run.seed} of {agent} on "
+                    f"{env}[{preset}] (run.name {name!r}); the runs of one experiment are pooled as seeds, so give each seed once"
+                )
         groups[run.group].append(run)
     return dict(groups)
 
@@ -198,6 +215,13 @@ def _pooled_eval(runs: Sequence[RunInfo], *, rounds: Sequence[int] | None = None
     docs = [r.evaluation for r in runs if r.evaluation is not None]
     if not docs:
         return None
+    splits = {str(d.get("split", "test")) for d in docs}
+    if len(splits) > 1:
+        named = ", ".join(f"{r.path.name} ({r.evaluation.get('split', 'test')})" for r in runs if r.evaluation is not None)
+        raise MetarlError(
+            f"the eval.json files of {named} hold different task splits ({choices(splits)}) and cannot be pooled; "
+            "evaluate every run on one split (metarl evaluate RUN --split test)"
+        )
     num_rounds = min(len(d["rounds"]) for d in docs)
     per_task = [[float(np.mean(r)) for r in t["returns"][:num_rounds]] for d in docs for t in d["per_task"]]
     returns = np.asarray(per_task, dtype=np.float64)  # [seeds × tasks, rounds]
@@ -314,7 +338,9 @@ def _kind_table(groups: Mapping[tuple[str, str, str, str], list[RunInfo]], *, ad
         by_round = {r["round"]: r for r in doc["rounds"]}
         # Two experiments of one agent, env and preset are told apart by their config names.
         label = f"{agent} ({config_name})" if shared[(agent, env, preset)] > 1 else agent
-        cells = [label, f"{env} [{preset}]", f"{doc['num_seeds']} × {doc['num_tasks'] // doc['num_seeds']}"]
+        # Results on the training split are no held-out results: say so beside the env.
+        split = "" if doc["split"] == "test" else f" ({doc['split']} tasks)"
+        cells = [label, f"{env} [{preset}]{split}", f"{doc['num_seeds']} × {doc['num_tasks'] // doc['num_seeds']}"]
         for k, name in zip(leading, headers):
             if k not in by_round:
                 cells.append("")
@@ -612,9 +638,9 @@ def main_plot(args: argparse.Namespace) -> list[Path]:
     how = getattr(args, "aggregate", "mean") or "mean"
     if how not in ("mean", "iqm"):
         raise MetarlError(f"unknown aggregate {how!r}; valid: 'iqm', 'mean'")
+    groups = group_runs(runs)
     out = Path(args.out) if getattr(args, "out", None) else runs[0].path / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(runs)
     # One set of figures per task distribution: returns of different envs share no scale.
     by_env: dict[tuple[str, str], dict[tuple[str, str, str, str], list[RunInfo]]] = defaultdict(dict)
     for key, members in groups.items():

@@ -202,6 +202,48 @@ def test_plot_splits_figures_by_env(tmp_path):
 def test_not_a_run_dir(tmp_path):
     with pytest.raises(MetarlError, match="is not a run directory"):
         compare_table([tmp_path])
+    config = tmp_path / "config.yaml"
+    for text, message in [
+        ("- run\n", r"must hold a mapping of sections"),
+        ("run: 3\nagent: {name: a}\n", r"is not a run directory: section 'run' of its config.yaml is 3, not a mapping"),
+        ("run: [1\n", r"malformed YAML in '.*config.yaml'"),
+    ]:
+        config.write_text(text)
+        with pytest.raises(MetarlError, match=message):
+            compare_table([tmp_path])
+        with pytest.raises(MetarlError, match=message):
+            main_plot(argparse.Namespace(run_dirs=[tmp_path], out=None, aggregate="mean"))
+
+
+def test_one_seed_given_twice_is_refused(tmp_path):
+    # Pooled as two seeds, one run's tasks would count twice: "2 × 4" and a narrower interval.
+    returns = np.random.default_rng(0).normal(size=(4, 2, 1))
+    a = make_run(tmp_path, "a", agent="maml-trpo", seed=0, returns=returns)
+    b = make_run(tmp_path, "b", agent="maml-trpo", seed=0, returns=returns)
+    other = make_run(tmp_path, "other", agent="maml-trpo", seed=1, returns=returns)
+    message = r"runs '.*a' and '.*b' are both seed 0 of maml-trpo on navigation-2d\[maml\]"
+    with pytest.raises(MetarlError, match=message):
+        compare_table([a, b])
+    with pytest.raises(MetarlError, match=r"runs '.*a' and '.*a' are both seed 0"):
+        compare_table([a, other, a])
+    out = tmp_path / "figures"
+    with pytest.raises(MetarlError, match=message):
+        main_plot(argparse.Namespace(run_dirs=[a, b], out=out, aggregate="mean"))
+    assert not out.exists()
+    assert "| maml-trpo | navigation-2d [maml] | 2 × 4 |" in compare_table([a, other])
+
+
+def test_splits_are_never_pooled_and_a_train_split_is_labelled(tmp_path):
+    returns = np.random.default_rng(0).normal(size=(4, 2, 1))
+    test_run = make_run(tmp_path, "s0", agent="maml-trpo", seed=0, returns=returns)
+    train_run = make_run(tmp_path, "s1", agent="maml-trpo", seed=1, returns=returns)
+    doc = json.loads((train_run / "eval.json").read_text())
+    doc["split"] = "train"  # as `metarl evaluate RUN --split train` writes it
+    write_eval(train_run / "eval.json", doc)
+    with pytest.raises(MetarlError, match=r"s0 \(test\), s1 \(train\) hold different task splits \('test', 'train'\)"):
+        compare_table([test_run, train_run])
+    assert "| maml-trpo | navigation-2d [maml] (train tasks) | 1 × 4 |" in compare_table([train_run])
+    assert "| maml-trpo | navigation-2d [maml] | 1 × 4 |" in compare_table([test_run])
 
 
 def test_iqm_trims_quartiles():
@@ -274,10 +316,10 @@ def test_plot_belief_panels_and_png(tmp_path):
 
 def test_metarl_plot_writes_belief_png(tmp_path):
     runs = []
-    for name in ("a", "b"):
+    for seed, name in enumerate(("a", "b")):
         run = tmp_path / name
         run.mkdir()
-        (run / "config.yaml").write_text(yaml.safe_dump({"run": {"seed": 0}, "env": {"name": "gridworld"}, "agent": {"name": "varibad"}}))
+        (run / "config.yaml").write_text(yaml.safe_dump({"run": {"seed": seed}, "env": {"name": "gridworld"}, "agent": {"name": "varibad"}}))
         write_eval(run / "belief.json", belief_doc())
         runs.append(run)
     written = main_plot(argparse.Namespace(run_dirs=runs[:1], out=None, aggregate="mean"))
