@@ -231,10 +231,19 @@ def _new_run_dir(name: str) -> Path:
     return candidate
 
 
+def _file_stamps(paths: Sequence[Path]) -> dict[str, int]:
+    """Name -> modification time in ns of each of ``paths`` (to tell whether any was written)."""
+    return {p.name: p.stat().st_mtime_ns for p in paths}
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +292,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
 
     if args.print_config:
+        # The env section names things outside the config schema (family, preset, kwargs):
+        # build the distribution so that a typo there fails here as it would in training.
+        dist = registry.make_env(config.env.name, config.env.preset, **dict(config.env.kwargs))
+        _check_env_kwargs(dist, config.sampler.env_kwargs)
         sys.stdout.write(to_yaml(config))
         return 0
 
@@ -310,23 +323,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 raise CheckpointError(
                     f"checkpoint {str(ckpt_path)!r} does not match the run's config: {type(err).__name__}: {err}"
                 ) from None
+            if config.run.iterations < trainer.iteration:
+                raise ConfigError(
+                    f"run.iterations {config.run.iterations} is below the {trainer.iteration} iterations of {ckpt_path.name}; "
+                    f"valid: run.iterations >= {trainer.iteration} (--set run.iterations=N to train further)"
+                )
             changed = _config_changes(_with_defaults(state.get("config", {})), config.to_dict())
             note = f"resuming from {ckpt_path.name} (iteration {trainer.iteration})"
             if changed:
                 note += f"; config changed since the checkpoint: {changed}"
         created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints = CheckpointDir(run_dir / CHECKPOINT_DIR)
+        before = _file_stamps(checkpoints.periodic())
+        previous_config = (
+            (run_dir / CONFIG_NAME).read_text(encoding="utf-8") if state is not None else None
+        )
         try:
             return _train(trainer, run_dir, args, to_yaml(config), note=note)
         except MetarlError:
             # Bad input found only once training started (e.g. an env rejecting its kwargs at
-            # the first collection): a run with no checkpoint cannot be resumed, so remove it
-            # and the folders made for it.
-            if created and not CheckpointDir(run_dir / CHECKPOINT_DIR).periodic():
-                shutil.rmtree(run_dir, ignore_errors=True)
-                for folder in created[1:]:
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()
+            # the first collection): a new run with no checkpoint cannot be resumed, so remove
+            # it and the folders made for it, or empty the --run-dir that was empty before; a
+            # resumed run that wrote no checkpoint keeps the config.yaml it had, so that the
+            # next --resume without the bad --set works.
+            if previous_config is not None and _file_stamps(checkpoints.periodic()) == before:
+                _write_text_atomic(run_dir / CONFIG_NAME, previous_config)
+            if state is None and not checkpoints.periodic():
+                if created:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    for folder in created[1:]:
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
+                else:
+                    for entry in list(run_dir.iterdir()):
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry, ignore_errors=True)
+                        else:
+                            entry.unlink(missing_ok=True)
             raise
     finally:
         sampler.close()
@@ -458,15 +492,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _trial_episodes(config: Any, args: argparse.Namespace) -> int:
-    """Episodes of one evaluation trial: the evaluation's rounds, or the sum of its per-round
-    quotas when a list splits one trial into blocks (metarl.evaluation.evaluate)."""
-    quotas = (
-        config.evaluation.episodes_per_round
-        if args.episodes_per_round is None
-        else args.episodes_per_round
-    )
-    if isinstance(quotas, (list, tuple)):
-        return int(sum(quotas))
+    """Episodes of one evaluation trial: the evaluation's rounds (``--rounds`` or
+    ``evaluation.rounds``; round k of a trial agent is episode k of a trial)."""
     return int(config.evaluation.rounds if args.rounds is None else args.rounds)
 
 
@@ -845,6 +872,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"malformed YAML: {err}")
     except FileNotFoundError as err:
         _fail(f"file not found: {err.filename or err}")
+    except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as err:
+        # A path given on the command line that cannot be written (--out naming a folder,
+        # --run-dir under a file): name the path, not the temporary file beside it.
+        target = err.filename2 if err.filename2 is not None else err.filename
+        _fail(f"cannot write {str(target)!r}: {err.strerror or err}")
     except KeyboardInterrupt:
         sys.stderr.write("metarl: interrupted\n")
         return 130

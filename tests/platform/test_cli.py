@@ -146,6 +146,19 @@ def test_runtime_env_error_before_first_checkpoint_removes_the_run(cli, tmp_path
     _assert_nothing_left(tmp_path, tmp_path / "run")
 
 
+def test_runtime_env_error_empties_the_empty_run_dir_it_was_given(cli, tmp_path, monkeypatch):
+    # --run-dir may name an empty folder: a failure before the first checkpoint leaves it empty,
+    # so that the same command can run again once the config is fixed.
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "given"
+    run_dir.mkdir()
+    bad = write_config(tmp_path / "c.yaml", toy_config(sampler={"env_kwargs": {"scale": -1.0}}))
+    _assert_one_line_error(cli("train", bad, "--run-dir", run_dir), ["scale", "-1.0"])
+    assert run_dir.is_dir() and list(run_dir.iterdir()) == []
+    good = write_config(tmp_path / "c.yaml", toy_config(run={"iterations": 2}))
+    assert cli("train", good, "--run-dir", run_dir, "--no-progress").code == 0
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -334,6 +347,24 @@ def test_print_config_prints_resolved_yaml_and_creates_nothing(cli, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"env": {"name": "nowhere"}}, ["'nowhere'", "valid envs", "'toy-goal'"]),
+        ({"env": {"preset": "huge"}}, ["'huge'", "valid presets", "'default'"]),
+        ({"env": {"kwargs": {"bogus": 1}}}, ["'bogus'", "valid kwargs", "'horizon'"]),
+        ({"sampler": {"env_kwargs": {"workers": 2}}}, ["'workers'", "valid env_kwargs", "'scale'"]),
+    ],
+)
+def test_print_config_checks_the_env_section(cli, tmp_path, monkeypatch, change, expected):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", toy_config(**change))
+    result = cli("train", config, "--print-config")
+    _assert_one_line_error(result, expected)
+    assert result.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
 def test_quickstart_print_config(cli, tmp_path, monkeypatch):
     if "maml-trpo" not in registry.agents():
         pytest.skip("the MAML agents are not installed")
@@ -436,6 +467,26 @@ def test_train_writes_a_complete_run_then_evaluate(cli, tmp_path, monkeypatch):
     assert json.loads((run_dir / "eval.json").read_text())["num_tasks"] == 4
 
 
+def test_output_paths_that_cannot_be_written_are_one_line_errors(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", toy_config(run={"iterations": 2}))
+    run_dir = tmp_path / "run"
+    assert cli("train", config, "--run-dir", run_dir, "--no-progress").code == 0
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for args, path, reason in [
+        (("evaluate", run_dir, "--out", folder), folder, "Is a directory"),
+        (("compare", run_dir, "--out", folder), folder, "Is a directory"),
+        (("plot", run_dir, "--out", a_file), a_file, "File exists"),
+        (("train", config, "--run-dir", a_file / "run"), a_file / "run", "Not a directory"),
+    ]:
+        _assert_one_line_error(cli(*args), [f"cannot write {str(path)!r}: {reason}"])
+    assert sorted(p.name for p in folder.iterdir()) == []  # no temporary left behind
+    assert a_file.read_text() == "x"
+
+
 def test_validation_tasks_select_the_best_checkpoint_apart_from_the_test_tasks(cli, tmp_path, monkeypatch):
     from platform_fakes import FakeAgent, ToyGoal
 
@@ -529,6 +580,30 @@ def test_resume_compares_a_field_added_since_the_checkpoint_at_its_default(cli, 
     # best_mode is at its default: no change; learning_rate is not: reported against the default.
     assert "best_mode" not in line
     assert "run.iterations 4 -> 6" in line and "agent.learning_rate" in line
+
+
+def test_a_failed_resume_keeps_the_runs_config(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", toy_config())
+    run_dir = tmp_path / "run"
+    assert cli("train", config, "--run-dir", run_dir).code == 0
+    saved = (run_dir / "config.yaml").read_text()
+    bad = cli("train", "--resume", run_dir, "--set", "run.iterations=6", "--set", "run.best_metric=meta_train/nope")
+    _assert_one_line_error(bad, ["run.best_metric 'meta_train/nope'", "valid metrics"])
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert cli("train", "--resume", run_dir, "--set", "run.iterations=6").code == 0
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["iterations"] == 6
+
+
+def test_resume_to_fewer_iterations_than_done_is_refused(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", toy_config())
+    run_dir = tmp_path / "run"
+    assert cli("train", config, "--run-dir", run_dir).code == 0
+    files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    result = cli("train", "--resume", run_dir, "--set", "run.iterations=3")
+    _assert_one_line_error(result, ["run.iterations 3", "4 iterations of iter_000004.pt", ">= 4"])
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == files
 
 
 def test_resume_a_finished_run_to_more_iterations(cli, tmp_path, monkeypatch):

@@ -252,6 +252,21 @@ def test_load_errors(tmp_path):
         load_config(tmp_path, agent_configs=_agents)
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("run:\n  seed: 1\n  iterations: 2\n  seed: 2\n", "line 4, column 3: found duplicate key 'seed'"),
+        ("run: {seed: 1}\nenv: {name: x}\nrun: {seed: 2}\n", "line 3, column 1: found duplicate key 'run'"),
+        ("env:\n  kwargs: {a: 1, a: 2}\n", "line 2, column 18: found duplicate key 'a'"),
+    ],
+)
+def test_a_key_given_twice_is_refused(tmp_path, text, where):
+    # PyYAML alone keeps the last value: the first seed or section would be dropped silently.
+    path = write_config(tmp_path / "dup.yaml", text)
+    with pytest.raises(ConfigError, match=rf"^malformed YAML in '.*dup.yaml' at {where}; give each key once$"):
+        load_config(path, agent_configs=_agents)
+
+
 def test_quickstart_ships_maml_trpo_on_navigation():
     from metarl import configs
 
