@@ -119,6 +119,12 @@ class RL2Config:
     value_sizes: tuple[int, ...] = positive(())
     """Hidden widths of the value head on the GRU output."""
 
+    latent_size: int = at_least(0, 0)
+    """Width of a Linear + ReLU layer between the GRU and both heads; 0: none. VariBAD's RL² has
+    one: the encoder's mean and log-variance heads (2 × ``latent_dim`` = 256), passed through a
+    ReLU (``add_nonlinearity_to_latent``) to the policy and value MLPs. Needs ``value_network:
+    shared``."""
+
     value_network: Literal["shared", "separate"] = "shared"
     """``shared``: the value head sits on the policy's GRU (VariBAD's and Meta-World+'s RL²);
     ``separate``: the value function has its own GRU with the same settings (the RL² paper's
@@ -257,6 +263,8 @@ class RL2Network(nn.Module):
         if config.value_network not in ("shared", "separate"):
             raise ConfigError(f"unknown value_network {config.value_network!r}; valid choices: 'separate', 'shared'")
         self.separate_value = config.value_network == "separate"
+        if config.latent_size and self.separate_value:
+            raise ConfigError("latent_size needs value_network 'shared' (the layer feeds both heads)")
         core_cls = DualCore if self.separate_value else RecurrentCore
         self.core = core_cls(
             obs_dim,
@@ -272,15 +280,22 @@ class RL2Network(nn.Module):
             chrono_max_steps=chrono,
             generator=generator,
         )
+        # The shared Linear + ReLU between the GRU and the heads (None without one).
+        self.latent = (
+            mlp(config.hidden_size, (config.latent_size,), None, activation="relu", generator=generator)
+            if config.latent_size
+            else None
+        )
+        head_in = config.latent_size or config.hidden_size
         self.policy_head = action_head(
             action_space,
-            config.hidden_size,
+            head_in,
             hidden_sizes=config.policy_sizes,
             activation=config.activation,
             init_std=config.init_std,
             generator=generator,
         )
-        self.value_head = mlp(config.hidden_size, config.value_sizes, 1, activation=config.activation, generator=generator)
+        self.value_head = mlp(head_in, config.value_sizes, 1, activation=config.activation, generator=generator)
 
     def heads(self, features: torch.Tensor) -> tuple[ActionDistribution, torch.Tensor]:
         """Action distribution and value ``[...]`` from GRU features ``[..., H]`` (``[..., 2H]``,
@@ -288,6 +303,8 @@ class RL2Network(nn.Module):
         if self.separate_value:
             h = features.shape[-1] // 2
             return self.policy_head(features[..., :h]), self.value_head(features[..., h:]).squeeze(-1)
+        if self.latent is not None:
+            features = self.latent(features)
         return self.policy_head(features), self.value_head(features).squeeze(-1)
 
 

@@ -488,3 +488,24 @@ def test_evaluation_depends_on_the_iteration_not_on_earlier_evaluations():
     first = returns(5)
     np.testing.assert_array_equal(returns(5), first)  # same weights, same iteration: same numbers
     assert not np.array_equal(returns(6), first)  # another iteration draws other actions
+
+
+def test_latent_layer_feeds_both_heads_through_a_relu():
+    dist = make("navigation-2d")
+    config = dataclasses.replace(SMALL, latent_size=6, policy_sizes=(5,), value_sizes=(4,))
+    net = RL2(config, dist=dist, device="cpu", seed=0).network
+    linear = net.latent[0]
+    assert (linear.in_features, linear.out_features) == (16, 6)
+    features = torch.randn(7, 16, generator=torch.Generator().manual_seed(1))
+    dist_, value = net.heads(features)
+    hidden = torch.relu(features @ linear.weight.T + linear.bias)
+    torch.testing.assert_close(dist_.mean, net.policy_head(hidden).mean)
+    torch.testing.assert_close(value, net.value_head(hidden).squeeze(-1))
+    # Both losses reach the layer.
+    (dist_.mean.sum() + value.sum()).backward()
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+    # Without it the heads read the GRU directly, and the weights are those of before.
+    plain = RL2(SMALL, dist=dist, device="cpu", seed=0).network
+    assert plain.latent is None and plain.value_head[0].in_features == 16
+    with pytest.raises(ConfigError, match="latent_size needs value_network 'shared'"):
+        RL2(dataclasses.replace(config, value_network="separate"), dist=dist, device="cpu", seed=0)
