@@ -78,5 +78,10 @@ def load_trained_run(run_dir: str | Path, *, checkpoint: str = "last", device: s
     if "agent" not in state:
         raise CheckpointError(f"checkpoint {str(ckpt_path)!r} has no agent state")
     dist, agent = _build(config, device=torch.device(device))
-    agent.load_state_dict(state["agent"])
+    try:
+        agent.load_state_dict(state["agent"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(ckpt_path)!r} does not match the run's config: {type(err).__name__}: {err}"
+        ) from None
     return config, dist, agent, int(state.get("iteration", 0))

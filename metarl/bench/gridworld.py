@@ -5,7 +5,7 @@ run (its config and a checkpoint), plays one trial of 4 episodes on every goal o
 (default ``test``: the held-out goals), and reports, per agent pooled over its runs (seeds):
 
 - ``episode_returns``: the mean return of each episode of the trial, with 95% bootstrap intervals
-  over (run, goal, trial) units;
+  over (run, goal) units (a goal's trials averaged first, so repeating a trial adds no unit);
 - ``mean_episode_return``: the mean over the trial's episodes (VariBAD's Fig. 3 metric) with its
   interval;
 - ``score``: ``(agent − random) / (Bayes-optimal − random)`` on the mean episode return, with the
@@ -76,6 +76,8 @@ def _play(run_dir: str, *, split: str, checkpoint: str, device: str, trials: int
     config, dist, agent = load_run(run_dir, checkpoint=checkpoint, device=device)
     if config.env.name != "gridworld":
         raise ConfigError(f"run {run_dir!r} trained on {config.env.name!r}, not on 'gridworld'")
+    if agent.adaptation != "trial":
+        raise ConfigError(f"run {run_dir!r} has a {config.agent.name!r} agent; the gridworld benchmark compares trial agents (varibad, rl2)")
     tasks = [task for task in dist.tasks(split) for _ in range(trials)]
     episodes = int(dist.episodes_per_trial)
     sampler = make_sampler(config, dist, seed=config.run.seed, device=torch.device(device))
@@ -83,8 +85,6 @@ def _play(run_dir: str, *, split: str, checkpoint: str, device: str, trials: int
         report = evaluate(agent, sampler, tasks, rounds=episodes, episodes_per_round=1, deterministic=config.evaluation.deterministic)
     finally:
         sampler.close()
-    if report.adaptation != "trial":
-        raise ConfigError(f"run {run_dir!r} has a {config.agent.name!r} agent; the gridworld benchmark compares trial agents (varibad, rl2)")
     return {
         "returns": report.returns[:, :, 0],
         "goals": dist.goals(split),
@@ -149,7 +149,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     agents: dict[str, Any] = {}
     for name, results in played.items():
-        returns = np.concatenate([r["returns"] for r in results])  # [runs * goals * trials, E]
+        # One unit per (run, goal): its trials are averaged first, since trials on one goal are
+        # not independent draws (a deterministic policy repeats the same trial exactly).
+        returns = np.concatenate(
+            [r["returns"].reshape(-1, trials, episodes).mean(axis=1) for r in results]
+        )  # [runs * goals, E]
         per_unit = returns.mean(axis=1)
         mean = float(per_unit.mean())
         ci = _interval(per_unit, seed=0)

@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        if not devices:
+            raise ConfigError(f"--devices names no device, got {args.devices!r}; valid devices: 'cpu', 'cuda'")
     for name in devices:
         if name not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {name!r} in --devices; valid devices: 'cpu', 'cuda'")

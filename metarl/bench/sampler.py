@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.bench import bench_device
 from metarl.bench.envs import ceiling_contender, parallel_kwargs, random_actions
 from metarl.envs import make
 from metarl.errors import ConfigError
@@ -102,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, help="preset of the family (default: the family's default)")
     parser.add_argument("--slots", type=int, default=64, help="slots (one episode each) per collection (default: 64)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions, at least 3 (default: 5)")
-    parser.add_argument("--device", default="cpu", help="policy device: cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="policy device: auto, cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=None, help="env threads/workers (default: all cores)")
     parser.add_argument(
         "--anchors",
@@ -126,11 +127,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for a in anchors:
         if a not in valid:
             raise ConfigError(f"unknown anchor {a!r}; valid anchors: {', '.join(sorted(valid))}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    device = torch.device(bench_device(str(args.device)))
     cpus = os.cpu_count() or 1
     threads = cpus if args.threads is None else int(args.threads)
+    if threads < 1:
+        raise ConfigError(f"--threads must be positive, got {threads}")
 
     if device.type == "cpu":
         # The env threads own the cores; a 64-unit MLP gains nothing from intra-op threads and

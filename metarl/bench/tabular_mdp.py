@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Play the references and every run on the same held-out MDPs; return the figures.
 
     Raises:
-        ConfigError: an unknown reference, ``--actions`` or ``--device`` value, a ``--num-tasks``
+        ConfigError: nothing to play, an unknown reference, ``--actions`` or ``--device`` value, a ``--num-tasks``
             outside the held-out list, runs on another env, runs whose MDPs differ from each other
             or from ``--preset``, or a gradient agent.
         EnvError: an unknown preset.
@@ -287,6 +287,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = list(dict.fromkeys(names))  # each policy once, in the order asked
     for name in names:
         reference_memory(name)  # raises on an unknown name
+    if not names and not args.rl2:
+        raise ConfigError("nothing to play: name reference policies (--references, --memory) or runs (--rl2)")
     device = bench_device(str(args.device))
     loaded = {str(d): _load(str(d), checkpoint=str(args.checkpoint), device=device) for d in (args.rl2 or [])}
     if args.preset is not None or not loaded:

@@ -75,6 +75,11 @@ def test_sampler_bench_rejects_bad_arguments():
         bench_sampler.run(_args(bench_sampler, env="navigation-2d", anchors="nope"))
     with pytest.raises(ConfigError, match="at least 3"):
         bench_sampler.run(_args(bench_sampler, env="navigation-2d", repeats=2))
+    with pytest.raises(ConfigError, match="unknown --device 'gpu'; valid devices: 'auto', 'cpu', 'cuda'"):
+        bench_sampler.run(_args(bench_sampler, env="navigation-2d", device="gpu"))
+    # A family without threads would otherwise take --threads 0 silently.
+    with pytest.raises(ConfigError, match="--threads must be positive, got 0"):
+        bench_sampler.run(_args(bench_sampler, env="navigation-2d", threads=0))
 
 
 def test_default_args_names_an_unknown_option():
@@ -98,3 +103,35 @@ def test_sampler_bench_policy_is_the_tanh_mlp_with_its_gaussian_log_density():
     # The same seed draws the same actions.
     again = bench_sampler.MLPPolicy(5, 3, device=torch.device("cpu"), seed=4).forward(obs)[0]
     torch.testing.assert_close(again, action)
+
+
+def test_maml_bench_times_the_same_update_both_ways():
+    from metarl.bench import maml as bench_maml
+
+    result = bench_maml.run(
+        _args(bench_maml, num_tasks=3, episodes=2, steps=5, hidden=[8], repeats=3, devices="cpu", threads=1)
+    )
+    assert result["problem"]["samples_per_batch"] == 3 * 2 * 5 and result["repeats"] == 3
+    cpu = result["results"]["cpu"]
+    assert set(result["results"]) == {"cpu"}
+    assert len(cpu["vmap_runs_s"]) == len(cpu["loop_runs_s"]) == 3
+    assert cpu["vmap_s"] == sorted(cpu["vmap_runs_s"])[1] and cpu["loop_s"] == sorted(cpu["loop_runs_s"])[1]
+    assert cpu["loop_over_vmap"] == pytest.approx(cpu["loop_s"] / cpu["vmap_s"])
+    # Both contenders took the same update from the same parameters on the same data.
+    assert cpu["line_search_steps"]["vmap"] == cpu["line_search_steps"]["loop"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"devices": "tpu"}, "unknown device 'tpu' in --devices"),
+        ({"devices": ","}, "--devices names no device"),
+        ({"repeats": 2}, "at least 3"),
+        ({"num_tasks": 0}, "--num-tasks must be a positive integer, got 0"),
+    ],
+)
+def test_maml_bench_rejects_bad_arguments(overrides, message):
+    from metarl.bench import maml as bench_maml
+
+    with pytest.raises(ConfigError, match=message):
+        bench_maml.run(_args(bench_maml, **overrides))

@@ -185,3 +185,18 @@ def test_per_round_quotas_metaworld_style(agent_cls, tmp_path):
     (run / "config.yaml").write_text("agent: {name: a}\nenv: {name: e, preset: p}\nrun: {seed: 0}\n")
     write_eval(run / "eval.json", doc)
     assert "| a | e [p] | 1 × 4 |" in compare_table([run])
+
+
+@pytest.mark.parametrize("agent_cls", [GradientAgent, TrialAgent])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_deterministic_flag_reaches_every_policy(agent_cls, deterministic):
+    seen = []
+
+    class Recording(agent_cls):
+        def policy(self, context, *, deterministic=False):
+            seen.append(deterministic)
+            return super().policy(context, deterministic=deterministic)
+
+    dist, tasks = dist_and_tasks(n=2)
+    evaluate(Recording(), Sampler(dist, seed=0), tasks, rounds=3, episodes_per_round=1, deterministic=deterministic)
+    assert seen == [deterministic] * (3 if agent_cls is GradientAgent else 1)

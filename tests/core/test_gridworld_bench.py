@@ -11,7 +11,7 @@ import pytest
 from metarl import cli
 from metarl.bench import gridworld as bench
 from metarl.errors import ConfigError
-from metarl.evaluation import evaluate
+from metarl.evaluation import bootstrap_ci, evaluate
 from metarl.trainer import make_sampler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,3 +91,37 @@ def test_bad_input_is_one_line(runs, tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         bench.run(_args(rl2=[str(tmp_path / "nope")]))
     assert np.isfinite(bench.run(_args(rl2=[str(runs["rl2"])]))["wall_s"])
+
+
+def test_repeated_trials_of_a_goal_are_one_unit_of_the_interval(monkeypatch):
+    """A goal's trials are averaged before the bootstrap: playing every goal twice with the same
+    returns (a deterministic policy on a deterministic grid) must not narrow the interval."""
+    goals = np.array([[0, 2], [1, 4], [2, 1], [3, 3], [4, 0]])
+    # Binary fractions, so that averaging a goal's equal trials is exact.
+    per_goal = np.array([[-1.5, 11.75, 11.75, 11.75], [-1.5, -1.5, 6.0, 11.75], [5.0, 10.0, 10.0, 10.0],
+                         [-1.5, -1.5, -1.5, -1.5], [3.0, 11.75, 11.75, 11.75]])
+
+    def play(run_dir, *, split, checkpoint, device, trials):
+        return {"returns": np.repeat(per_goal, trials, axis=0), "goals": goals, "num_cells": 5,
+                "episode_length": 15, "episodes": 4, "agent": "rl2", "deterministic": True}
+
+    monkeypatch.setattr(bench, "_play", play)
+    once, twice = (bench.run(_args(rl2=["r"], trials_per_goal=k))["agents"]["rl2"] for k in (1, 3))
+    assert once["units"] == twice["units"] == 5
+    for key in ("mean_episode_return", "score", *(f"episode {e}" for e in range(4))):
+        a, b = (once["episode_returns"][int(key[-1])], twice["episode_returns"][int(key[-1])]) if key.startswith("episode ") else (once[key], twice[key])
+        assert b["mean"] == pytest.approx(a["mean"]) and b["ci95"] == pytest.approx(a["ci95"])
+    assert twice["mean_episode_return"]["ci95"] == pytest.approx(
+        list(bootstrap_ci(per_goal.mean(axis=1), seed=0))
+    )
+
+
+def test_a_gradient_agent_is_refused_before_playing(monkeypatch):
+    import types
+
+    config = types.SimpleNamespace(env=types.SimpleNamespace(name="gridworld"), agent=types.SimpleNamespace(name="maml-trpo"))
+    agent = types.SimpleNamespace(adaptation="gradient")
+    monkeypatch.setattr(bench, "load_run", lambda *a, **k: (config, object(), agent))
+    monkeypatch.setattr("metarl.evaluation.evaluate", lambda *a, **k: pytest.fail("played a gradient agent"))
+    with pytest.raises(ConfigError, match="'maml-trpo' agent; the gridworld benchmark compares trial agents"):
+        bench.run(_args(rl2=["r"]))

@@ -214,6 +214,7 @@ def test_text_table_has_a_row_per_policy(rl2_run):
         (["--preset", "n11"], "n11"),
         (["--rl2", "/nonexistent/run"], "/nonexistent/run"),
         (["--device", "tpu"], "unknown --device 'tpu'; valid devices: 'auto', 'cpu', 'cuda'"),
+        (["--references"], "nothing to play: name reference policies (--references, --memory) or runs (--rl2)"),
     ],
 )
 def test_bad_options_stop_with_one_line(capsys, argv, message):
@@ -291,3 +292,20 @@ def test_memory_spans_rank_between_random_and_full_memory():
     assert totals["bayes_greedy_last30"] > 140 and totals["bayes_greedy_last2"] < 125
     assert "last 30 steps" in out["references"]["bayes_greedy_last30"]["description"]
     assert bench.reference_memory("bayes_greedy_last12") == 12 and bench.reference_memory("oracle") is None
+
+
+def test_a_checkpoint_that_does_not_fit_the_agent_is_one_line(rl2_run, monkeypatch, capsys):
+    """Agents whose load_state_dict raises torch's own error (MAML's nn.Module) on weights of
+    another shape stop with a CheckpointError naming the checkpoint."""
+    from metarl.agents.rl2 import RL2
+
+    def mismatch(self, state):
+        raise RuntimeError("Error(s) in loading state_dict: size mismatch for net.0.weight")
+
+    monkeypatch.setattr(RL2, "load_state_dict", mismatch)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "tabular-mdp", "--rl2", str(rl2_run), "--num-tasks", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"metarl: error: checkpoint '{rl2_run}")
+    assert "does not match the run's config: RuntimeError: " in err[0]
