@@ -876,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A path given on the command line that cannot be written (--out naming a folder,
         # --run-dir under a file): name the path, not the temporary file beside it.
         target = err.filename2 if err.filename2 is not None else err.filename
-        _fail(f"cannot write {str(target)!r}: {err.strerror or err}")
+        _fail(f"cannot access {str(target)!r}: {err.strerror or err}")
     except KeyboardInterrupt:
         sys.stderr.write("metarl: interrupted\n")
         return 130

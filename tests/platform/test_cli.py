@@ -482,7 +482,7 @@ def test_output_paths_that_cannot_be_written_are_one_line_errors(cli, tmp_path, 
         (("plot", run_dir, "--out", a_file), a_file, "File exists"),
         (("train", config, "--run-dir", a_file / "run"), a_file / "run", "Not a directory"),
     ]:
-        _assert_one_line_error(cli(*args), [f"cannot write {str(path)!r}: {reason}"])
+        _assert_one_line_error(cli(*args), [f"cannot access {str(path)!r}: {reason}"])
     assert sorted(p.name for p in folder.iterdir()) == []  # no temporary left behind
     assert a_file.read_text() == "x"
 
