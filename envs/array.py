@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from metarl.envs.base import check_actions, reset_mask, slot_seeds
+from metarl.envs.base import check_actions, is_integer, reset_mask, slot_seeds
 from metarl.errors import EnvError, choices
 from metarl.types import BatchedEnv, Task, TaskDistribution, check_num_tasks, check_split
 
@@ -122,19 +122,23 @@ def check_rng(rng: object) -> np.random.Generator:
 def check_int(name: str, value: object, *, minimum: int = 1) -> int:
     """``value`` as an int, or :class:`EnvError` unless it is an integer ``>= minimum`` (a float
     or bool is refused, not truncated)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise EnvError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
     return int(value)
 
 
-def check_real(name: str, value: object) -> float:
-    """``value`` as a float, or :class:`EnvError` unless it is a finite real number."""
+def check_real(name: str, value: object, *, minimum: float | None = None, positive: bool = False) -> float:
+    """``value`` as a float, or :class:`EnvError` unless it is a finite real number (``>=
+    minimum`` when given, ``> 0`` with ``positive``)."""
     if (
         isinstance(value, (bool, np.bool_))
         or not isinstance(value, (int, float, np.integer, np.floating))
         or not np.isfinite(value)
+        or (minimum is not None and value < minimum)
+        or (positive and not value > 0)
     ):
-        raise EnvError(f"{name} must be a finite number, got {name}={value!r}")
+        bound = " > 0" if positive else "" if minimum is None else f" >= {minimum:g}"
+        raise EnvError(f"{name} must be a finite number{bound}, got {name}={value!r}")
     return float(value)
 
 

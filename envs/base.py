@@ -56,7 +56,8 @@ def check_actions(actions: object, space: gym.Space, num_slots: int) -> np.ndarr
     raise EnvError(f"unsupported action space {space}")
 
 
-def _is_integer(value: object) -> bool:
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is a Python or numpy integer (a bool is not)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -71,12 +72,12 @@ def slot_seeds(seed: int | Sequence[int] | None, num_slots: int) -> list[int | N
         return [None] * num_slots
     if isinstance(seed, np.ndarray) and seed.ndim == 0:
         seed = seed[()]
-    if _is_integer(seed):
+    if is_integer(seed):
         return [int(seed) + i for i in range(num_slots)]
     if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
         raise EnvError(f"seed must be an integer, one integer per slot, or None, got {seed!r}")
     for i, s in enumerate(seed):
-        if not _is_integer(s):
+        if not is_integer(s):
             raise EnvError(f"seeds must be integers, got {s!r} for slot {i}")
     seeds = [int(s) for s in seed]
     if len(seeds) != num_slots:

@@ -10,12 +10,13 @@ Checkpoints are pickles: load only files you wrote yourself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,12 @@ from metarl.errors import CheckpointError, choices
 
 __all__ = [
     "BEST_NAME",
+    "atomic_write",
     "CheckpointDir",
     "FORMAT",
+    "fits_config",
     "load_checkpoint",
+    "restore_agent",
     "save_checkpoint",
 ]
 
@@ -61,7 +65,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one: a temporary
+    file beside it, flushed and fsynced, renamed over it, and the folder fsynced. The temporary
+    file is removed if anything fails."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -86,11 +94,38 @@ def _envelope(state: Mapping[str, Any]) -> bytes:
     return outer.getvalue()
 
 
+@contextlib.contextmanager
+def fits_config(path: str | Path) -> Iterator[None]:
+    """Turn a state that does not fit the objects built from the run's config (a ``KeyError``,
+    ``RuntimeError`` or ``ValueError`` from ``load_state_dict``) into one-line
+    :class:`CheckpointError` naming the checkpoint ``path``."""
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not match the run's config: {type(err).__name__}: {err}"
+        ) from None
+
+
+def restore_agent(agent: Any, state: Mapping[str, Any], path: str | Path) -> None:
+    """Load a trainer checkpoint's ``state["agent"]`` into ``agent``.
+
+    Raises:
+        CheckpointError: the checkpoint holds no agent state, or one that does not fit ``agent``.
+    """
+    if "agent" not in state:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no agent state; it was not written by the metarl trainer"
+        )
+    with fits_config(path):
+        agent.load_state_dict(state["agent"])
+
+
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, _envelope(state))
+    atomic_write(path, _envelope(state))
     return path
 
 
@@ -182,9 +217,9 @@ class CheckpointDir:
             stale.unlink(missing_ok=True)  # left by a process killed mid-write
         data = _envelope(state)
         path = self.path_for(iteration)
-        _atomic_write(path, data)
+        atomic_write(path, data)
         if best:
-            _atomic_write(self.best_path, data)
+            atomic_write(self.best_path, data)
         # Files numbered above the new one are left from a timeline that a resume abandoned
         # (it skipped them as unreadable): they go first, then the oldest; the new one stays.
         others = [p for p in self.periodic() if p != path]
@@ -198,7 +233,7 @@ class CheckpointDir:
     def save_best(self, state: Mapping[str, Any]) -> Path:
         """Write ``best.pt`` alone (a best iteration that is not a periodic one)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.best_path, _envelope(state))
+        atomic_write(self.best_path, _envelope(state))
         return self.best_path
 
     def load_latest(

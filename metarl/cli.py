@@ -237,13 +237,9 @@ def _file_stamps(paths: Sequence[Path]) -> dict[str, int]:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from metarl.checkpoint import atomic_write
+
+    atomic_write(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +247,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from metarl.checkpoint import CheckpointDir
+    from metarl.checkpoint import CheckpointDir, fits_config
     from metarl.config import to_yaml
     from metarl.seeding import derive_seed
     from metarl.trainer import (
@@ -317,12 +313,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             time_limit_minutes=args.time_limit,
         )
         if state is not None:
-            try:
+            with fits_config(ckpt_path):
                 trainer.load_state_dict(state)
-            except (KeyError, RuntimeError, ValueError) as err:
-                raise CheckpointError(
-                    f"checkpoint {str(ckpt_path)!r} does not match the run's config: {type(err).__name__}: {err}"
-                ) from None
             if config.run.iterations < trainer.iteration:
                 raise ConfigError(
                     f"run.iterations {config.run.iterations} is below the {trainer.iteration} iterations of {ckpt_path.name}; "
@@ -403,7 +395,7 @@ def _train(
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarl.checkpoint import CheckpointDir, load_checkpoint
+    from metarl.checkpoint import CheckpointDir, load_checkpoint, restore_agent
     from metarl.trainer import (
         CHECKPOINT_DIR,
         EVAL_NAME,
@@ -424,19 +416,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             path = checkpoints.resolve(args.checkpoint)
             state = load_checkpoint(path)
-    if "agent" not in state:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has no agent state; it was not written by the metarl trainer"
-        )
     device = resolve_device(config.run.device)
     set_torch_threads(config.run.torch_threads)
     dist, agent = _build(config, device=device)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not match the run's config: {type(err).__name__}: {err}"
-        ) from None
+    restore_agent(agent, state, path)
     out = Path(args.out) if args.out is not None else run_dir / EVAL_NAME
     tasks = eval_tasks(config, dist, split=args.split, num_tasks=args.num_tasks)
     with _console_logging(args.verbose):

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import scipy.stats
 
 from metarl import __version__
+from metarl.checkpoint import atomic_write
 from metarl.errors import MetarlError
 from metarl.types import Agent, Task
 
@@ -267,18 +267,7 @@ def write_eval(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
     """Write ``report`` as JSON atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(report, indent=2).encode("utf-8"))
     return path
 
 

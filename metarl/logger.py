@@ -13,10 +13,11 @@ import csv
 import io
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from metarl.checkpoint import atomic_write
 
 __all__ = ["LOG_NAME", "METRICS_NAME", "MetricsCSV", "RunLogger", "attach_file_log", "read_metrics"]
 
@@ -72,16 +73,7 @@ class MetricsCSV:
         writer = csv.DictWriter(buf, fieldnames=self.header, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, buf.getvalue().encode("utf-8"))
 
     def write(self, iteration: int, env_steps: int, metrics: Mapping[str, float]) -> None:
         """Append one row; rewrite the file when ``metrics`` brings new keys."""

@@ -35,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.envs.base import is_integer
 from metarl.errors import EnvError, WorkerError, WorkerLost
 from metarl.seeding import numpy_rng
 from metarl.types import BatchedEnv, Policy, StepInputs, Task, TaskDistribution, TrialBatch
@@ -121,7 +122,7 @@ class Sampler:
         max_slots: int | None = None,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if not is_integer(seed):
             raise EnvError(f"seed must be an integer, got {seed!r}")
         if max_slots is not None and max_slots <= 0:
             raise EnvError(f"max_slots must be positive or None, got {max_slots}")

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metarl.envs.array import check_int, check_real
 from metarl.envs.base import check_actions, nonnegative_slot_seeds, reset_mask
 from metarl.envs.locomotion.batched import LocomotionBatchedEnv
 from metarl.envs.procpool import MAX_BACKOFF_S, START_METHODS, RemoteTraceback
@@ -322,24 +323,10 @@ class SplitLocomotionBatchedEnv(BatchedEnv):
         tasks = list(tasks)
         if not tasks:
             raise EnvError("a batched env needs at least one task, got 0")
-        integer = isinstance(num_processes, (int, np.integer)) and not isinstance(
-            num_processes, bool
-        )
-        if not integer or num_processes < 1:
-            raise EnvError(f"num_processes must be a positive integer, got {num_processes!r}")
-        real = (int, float, np.integer, np.floating)
-        if isinstance(timeout, bool) or not isinstance(timeout, real) or not timeout > 0:
-            raise EnvError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, (int, np.integer)) or max_restarts < 0:
-            raise EnvError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
-        if (
-            isinstance(restart_backoff, bool)
-            or not isinstance(restart_backoff, real)
-            or not 0 <= restart_backoff < float("inf")
-        ):
-            raise EnvError(
-                f"restart_backoff must be a non-negative number of seconds, got {restart_backoff!r}"
-            )
+        num_processes = check_int("num_processes", num_processes)
+        timeout = check_real("timeout", timeout, positive=True)
+        max_restarts = check_int("max_restarts", max_restarts, minimum=0)
+        restart_backoff = check_real("restart_backoff", restart_backoff, minimum=0.0)
         self.dist = dist
         self.robot = dist.robot
         self.num_slots = b = len(tasks)

@@ -60,9 +60,8 @@ def load_trained_run(run_dir: str | Path, *, checkpoint: str = "last", device: s
     """
     import torch
 
-    from metarl.checkpoint import CheckpointDir, load_checkpoint
+    from metarl.checkpoint import CheckpointDir, load_checkpoint, restore_agent
     from metarl.cli import CONFIG_NAME, _build, _check_run_dir, _load
-    from metarl.errors import CheckpointError
     from metarl.trainer import CHECKPOINT_DIR
 
     device = bench_device(device)
@@ -75,13 +74,6 @@ def load_trained_run(run_dir: str | Path, *, checkpoint: str = "last", device: s
     else:
         ckpt_path = checkpoints.resolve(checkpoint)
         state = load_checkpoint(ckpt_path)
-    if "agent" not in state:
-        raise CheckpointError(f"checkpoint {str(ckpt_path)!r} has no agent state")
     dist, agent = _build(config, device=torch.device(device))
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {str(ckpt_path)!r} does not match the run's config: {type(err).__name__}: {err}"
-        ) from None
+    restore_agent(agent, state, ckpt_path)
     return config, dist, agent, int(state.get("iteration", 0))

@@ -66,7 +66,7 @@ import numpy as np
 import scipy.stats
 import torch
 
-from metarl.errors import CheckpointError, ConfigError, choices
+from metarl.errors import ConfigError, choices
 from metarl.evaluation import bootstrap_ci
 from metarl.seeding import derive_seed, numpy_rng
 from metarl.types import Agent, Task
@@ -165,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_run(run_dir: str) -> tuple[Any, Any, str, str]:
     """``(dist, agent, agent name, source)`` of a trained run, as ``metarl evaluate`` loads it."""
-    from metarl.checkpoint import CheckpointDir
+    from metarl.checkpoint import CheckpointDir, restore_agent
     from metarl.cli import CONFIG_NAME, _build, _check_run_dir, _load
     from metarl.trainer import CHECKPOINT_DIR, resolve_device
 
@@ -175,17 +175,8 @@ def _load_run(run_dir: str) -> tuple[Any, Any, str, str]:
     ckpt_path, state = CheckpointDir(
         path / CHECKPOINT_DIR, keep=config.run.keep_checkpoints
     ).load_latest()
-    if "agent" not in state:
-        raise CheckpointError(
-            f"checkpoint {str(ckpt_path)!r} has no agent state; it was not written by the metarl trainer"
-        )
     dist, agent = _build(config, device=resolve_device(config.run.device))
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {str(ckpt_path)!r} does not match the run's config: {type(err).__name__}: {err}"
-        ) from None
+    restore_agent(agent, state, ckpt_path)
     return dist, agent, config.agent.name, str(ckpt_path)
 
 

@@ -74,10 +74,11 @@ class WalkDist(TaskDistribution):
 
 
 class KillingPolicy(Policy):
-    """Counts steps in its state; at global step ``kill_at`` SIGKILLs the worker of slot 0."""
+    """Zero actions of ``act_dim``; counts steps in its state; at global step ``kill_at`` SIGKILLs
+    the env's first worker process."""
 
-    def __init__(self, sampler, kill_at=None):
-        self.sampler, self.kill_at, self.calls = sampler, kill_at, 0
+    def __init__(self, sampler, kill_at=None, act_dim=1):
+        self.sampler, self.kill_at, self.calls, self.act_dim = sampler, kill_at, 0, act_dim
 
     def initial_state(self, task_index):
         return torch.zeros(task_index.shape[0])
@@ -86,7 +87,7 @@ class KillingPolicy(Policy):
         self.calls += 1
         if self.calls == self.kill_at:
             os.kill(self.sampler._env.worker_pids()[0], signal.SIGKILL)
-        return torch.zeros(state.shape[0], 1), state + 1, {"count": state.clone()}
+        return torch.zeros(state.shape[0], self.act_dim), state + 1, {"count": state.clone()}
 
 
 def check_complete(batch, tasks, episodes_per_task, per_trial):
@@ -146,22 +147,6 @@ def test_env_exception_names_task_and_seed(sampler_factory):
     assert "boom at step 2" in message and "walk[default]/train#" in message and "seed" in message
 
 
-class _KillSplitWorker(Policy):
-    """Zero actions; counts steps in its state; SIGKILLs the split env's worker at call ``kill_at``."""
-
-    def __init__(self, sampler, kill_at):
-        self.sampler, self.kill_at, self.calls = sampler, kill_at, 0
-
-    def initial_state(self, task_index):
-        return torch.zeros(task_index.shape[0])
-
-    def act(self, inputs, state):
-        self.calls += 1
-        if self.calls == self.kill_at:
-            os.kill(self.sampler._env.worker_pids()[0], signal.SIGKILL)
-        return torch.zeros(state.shape[0], 6), state + 1, {"count": state.clone()}
-
-
 def test_sigkilled_locomotion_worker_yields_full_trials_and_is_counted():
     from metarl.envs import make
     from metarl.envs.locomotion.split import SplitLocomotionBatchedEnv
@@ -170,7 +155,7 @@ def test_sigkilled_locomotion_worker_yields_full_trials_and_is_counted():
     tasks = dist.sample(2, split="train", rng=np.random.default_rng(0))
     env_kwargs = {"num_threads": 2, "parallel": "processes", "restart_backoff": 0.0}
     with Sampler(dist, seed=0, env_kwargs=env_kwargs) as sampler:
-        policy = _KillSplitWorker(sampler, kill_at=30)
+        policy = KillingPolicy(sampler, kill_at=30, act_dim=6)
         batch = sampler.collect(policy, tasks, episodes_per_task=2)
         assert isinstance(sampler._env, SplitLocomotionBatchedEnv)
         assert sampler.stats["faults/worker_restarts"] == 1 and sampler._env.worker_restarts == 1
@@ -178,7 +163,7 @@ def test_sigkilled_locomotion_worker_yields_full_trials_and_is_counted():
     with Sampler(dist, seed=0, env_kwargs=env_kwargs) as clean:
         # A fault-free collection whose second wave uses the same reset seeds as the rerun.
         clean._seed_rng.integers(0, 2**31 - 1, size=4)
-        expected = clean.collect(_KillSplitWorker(clean, kill_at=None), tasks, episodes_per_task=2)
+        expected = clean.collect(KillingPolicy(clean, act_dim=6), tasks, episodes_per_task=2)
     horizon = dist.max_episode_steps
     assert batch.num_slots == 4 and batch.task_index.tolist() == [0, 0, 1, 1]
     assert (batch.mask.sum(0) == horizon).all() and (batch.truncated.sum(0) == 1).all()
